@@ -1,0 +1,7 @@
+"""``python -m watchdog_core`` is the ``watchdog-core`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,252 @@
+"""Validated settings of one watchdog session (SPEC 3).
+
+Everything here runs once in ``start_watchdog()``, in the host, so it imports
+stdlib modules only and avoids ``dataclasses``/``typing`` (SPEC 9: a cheap import).
+Explicit bad arguments raise ``ValueError`` naming the argument; bad environment
+values warn once and keep the defaults, because the environment is not the
+caller's code.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+# `re` and `enum` are not imported here: each costs 8-13 ms in a fresh venv (SPEC 9).
+_SESSION_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+_SIZE_UNITS = {
+    "": 1, "B": 1,
+    "K": 1024, "KI": 1024, "KIB": 1024, "KB": 1000,
+    "M": 1024**2, "MI": 1024**2, "MIB": 1024**2, "MB": 1000**2,
+    "G": 1024**3, "GI": 1024**3, "GIB": 1024**3, "GB": 1000**3,
+    "T": 1024**4, "TI": 1024**4, "TIB": 1024**4, "TB": 1000**4,
+}
+
+THRESHOLD_RANGE = (0.30, 0.98)
+MAX_STATS = 32
+LEVEL_NAMES = ("normal", "soft", "hard", "critical")
+
+
+def validate_session_id(value: object, what: str = "session_id") -> str:
+    """Return ``value`` if it is a safe session id, else raise ``ValueError``.
+
+    Session ids become part of file and shared-memory names, so the alphabet is
+    closed: no separators, no traversal, no NUL, no leading dot.
+    """
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= 64
+        or not _SESSION_ID_CHARS.issuperset(value)
+        or value.startswith(".")
+    ):
+        raise ValueError(
+            f"{what} must match [A-Za-z0-9._-]{{1,64}} and not start with '.', got {value!r}"
+        )
+    return value
+
+
+def parse_size(value: object, what: str = "memory_limit") -> int:
+    """Bytes from an int or a string such as ``"2GiB"``, ``"512MB"``, ``"1.5G"``.
+
+    ``KiB/MiB/GiB`` and the bare ``K/M/G`` are powers of 1024 (as Docker and
+    Kubernetes read them); ``KB/MB/GB`` are powers of 1000.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a number of bytes or a size string, got {value!r}")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, float) and value.is_integer():
+        size = int(value)
+    elif isinstance(value, str) and (size := _parse_size_string(value)) is not None:
+        pass
+    else:
+        raise ValueError(f"{what} must be a number of bytes or a size string, got {value!r}")
+    if size <= 0:
+        raise ValueError(f"{what} must be positive, got {value!r}")
+    return size
+
+
+def _parse_size_string(text: str) -> int | None:
+    text = text.strip().upper()
+    digits = text.rstrip("KMGTIB ")
+    unit = text[len(digits) :].strip()
+    number = digits.replace(".", "", 1)
+    if unit not in _SIZE_UNITS or not number.isascii() or not number.isdigit():
+        return None
+    return int(float(digits) * _SIZE_UNITS[unit])
+
+
+def _positive(value: object, what: str, *, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _env_thresholds(
+    env: Mapping[str, str], soft: float, hard: float, critical: float
+) -> tuple[float, float, float]:
+    """Apply WATCHDOG_CORE_SOFT/HARD/CRITICAL; an invalid value warns once, defaults kept."""
+    values = {"soft": soft, "hard": hard, "critical": critical}
+    changed = dict(values)
+    for name in values:
+        raw = env.get(f"WATCHDOG_CORE_{name.upper()}")
+        if raw is None:
+            continue
+        try:
+            changed[name] = float(raw)
+        except ValueError:
+            warnings.warn(
+                f"watchdog-core: ignoring WATCHDOG_CORE_{name.upper()}={raw!r}: not a number",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return soft, hard, critical
+    try:
+        return check_thresholds(changed["soft"], changed["hard"], changed["critical"])
+    except ValueError as exc:
+        warnings.warn(
+            f"watchdog-core: ignoring WATCHDOG_CORE_* thresholds: {exc}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return soft, hard, critical
+
+
+def check_thresholds(soft: object, hard: object, critical: object) -> tuple[float, float, float]:
+    lo, hi = THRESHOLD_RANGE
+    out = []
+    for name, value in (("soft", soft), ("hard", hard), ("critical", critical)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+            raise ValueError(f"{name} must be a fraction within [{lo}, {hi}], got {value!r}")
+        out.append(float(value))
+    if not out[0] < out[1] < out[2]:
+        raise ValueError(f"thresholds must be ordered soft < hard < critical, got {out}")
+    return out[0], out[1], out[2]
+
+
+def default_diagnostics_dir(env: Mapping[str, str]) -> str:
+    if env.get("WATCHDOG_CORE_DIR"):
+        return env["WATCHDOG_CORE_DIR"]
+    state = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "watchdog-core", "diagnostics")
+
+
+class SessionConfig:
+    """Everything ``start_watchdog()`` was asked for, checked once."""
+
+    __slots__ = (
+        "critical",
+        "diagnostics_dir",
+        "dump_cooldown",
+        "hang_after",
+        "hard",
+        "idle_after",
+        "include_children",
+        "interval",
+        "max_dumps_per_session",
+        "memory_limit",
+        "on_pressure",
+        "ring_slots",
+        "session_id",
+        "soft",
+        "suggestion",
+    )
+
+    def __init__(
+        self,
+        *,
+        session_id: str | None = None,
+        diagnostics_dir: str | os.PathLike[str] | None = None,
+        interval: float = 0.25,
+        memory_limit: int | str | None = None,
+        soft: float = 0.50,
+        hard: float = 0.65,
+        critical: float = 0.80,
+        ring_slots: int = 4096,
+        max_dumps_per_session: int = 3,
+        dump_cooldown: float = 30.0,
+        suggestion: str | Mapping[str, str] | None = None,
+        on_pressure: Callable[[object], object] | None = None,
+        hang_after: float | None = None,
+        idle_after: float | None = None,
+        include_children: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        self.session_id = (
+            os.urandom(6).hex() if session_id is None else validate_session_id(session_id)
+        )
+        if diagnostics_dir is None:
+            diagnostics_dir = default_diagnostics_dir(env)
+        try:
+            path = os.fspath(diagnostics_dir)
+        except TypeError:
+            raise ValueError(
+                f"diagnostics_dir must be a path, got {diagnostics_dir!r}"
+            ) from None
+        if not isinstance(path, str) or not path or "\0" in path:
+            raise ValueError(f"diagnostics_dir must be a non-empty path, got {diagnostics_dir!r}")
+        self.diagnostics_dir = os.path.abspath(path)
+        if len(os.fsencode(self.diagnostics_dir)) > 4095:
+            raise ValueError("diagnostics_dir is longer than 4095 bytes")
+        self.interval = _positive(interval, "interval")
+        if not 0.01 <= float(interval) <= 60:
+            raise ValueError(f"interval must be within [0.01, 60] seconds, got {interval!r}")
+        self.memory_limit = None if memory_limit is None else parse_size(memory_limit)
+        soft, hard, critical = check_thresholds(soft, hard, critical)
+        self.soft, self.hard, self.critical = _env_thresholds(env, soft, hard, critical)
+        if isinstance(ring_slots, bool) or not isinstance(ring_slots, int):
+            raise ValueError(f"ring_slots must be an int, got {ring_slots!r}")
+        if not 16 <= ring_slots <= 1 << 20:
+            raise ValueError(f"ring_slots must be within [16, 1048576], got {ring_slots!r}")
+        self.ring_slots = ring_slots
+        if (
+            isinstance(max_dumps_per_session, bool)
+            or not isinstance(max_dumps_per_session, int)
+            or max_dumps_per_session < 0
+        ):
+            raise ValueError(
+                f"max_dumps_per_session must be an int >= 0, got {max_dumps_per_session!r}"
+            )
+        self.max_dumps_per_session = max_dumps_per_session
+        if isinstance(dump_cooldown, bool) or not isinstance(dump_cooldown, (int, float)) or (
+            dump_cooldown < 0
+        ):
+            raise ValueError(f"dump_cooldown must be seconds >= 0, got {dump_cooldown!r}")
+        self.dump_cooldown = float(dump_cooldown)
+        self.suggestion = _check_suggestion(suggestion)
+        if on_pressure is not None and not callable(on_pressure):
+            raise ValueError(f"on_pressure must be callable, got {on_pressure!r}")
+        self.on_pressure = on_pressure
+        self.hang_after = _positive(hang_after, "hang_after", allow_none=True)
+        self.idle_after = _positive(idle_after, "idle_after", allow_none=True)
+        if not isinstance(include_children, bool):
+            raise ValueError(f"include_children must be a bool, got {include_children!r}")
+        self.include_children = include_children
+
+
+def _check_suggestion(value: object) -> dict[str, str]:
+    """Normalise ``suggestion`` to {level: sentence}; a plain string applies to every level."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("suggestion must be a non-empty sentence")
+        return dict.fromkeys(LEVEL_NAMES, value)
+    if isinstance(value, dict):
+        out = {}
+        for level, text in value.items():
+            if level not in LEVEL_NAMES or not isinstance(text, str) or not text.strip():
+                raise ValueError(
+                    f"suggestion must map levels {LEVEL_NAMES} to non-empty sentences,"
+                    f" got {level!r}: {text!r}"
+                )
+            out[level] = text
+        return out
+    raise ValueError(f"suggestion must be a string or a dict of level -> string, got {value!r}")

@@ -1,0 +1,447 @@
+"""The host side: ``start_watchdog()`` and the handle's hot path (SPEC 3).
+
+Performance rules (SPEC 9, benchmarks/bench_hot_path.py):
+
+* ``record``, the recorder and ``mark`` take no lock, make no syscall and log
+  nothing: a slot index comes from ``next(itertools.count())`` (atomic under the
+  GIL), values are carried forward in one list, and one ``struct.pack_into``
+  writes the slot between two 8-byte sequence stores.
+* Types are checked with one C-level ``set.issuperset(map(type, ...))``; anything
+  unusual (int/float subclasses, numpy scalars, floats in an int column, ints
+  beyond int64) drops to a slow path that fixes the layout and retries.
+* A stopped, forked or disabled handle keeps the same code path but writes into
+  private scratch memory, so the hot path never checks a flag and never raises
+  because the watchdog died.
+
+Only stdlib modules load here; psutil, pydantic and filelock belong to the
+watchdog process and the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import time
+import warnings
+
+from . import _config, _ring
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from types import TracebackType
+
+    from ._levels import PressureLevel
+    from ._spawn import WatchdogProcess
+
+_NUMBER_TYPES = frozenset((int, float, bool))
+_HEADER_WORDS = _ring.HEADER_WORDS
+_SLOT_WORDS = _ring.SLOT_WORDS
+_KIND_RECORD = _ring.KIND_RECORD
+_KIND_MARK = _ring.KIND_MARK
+_LABEL_CACHE_SIZE = 256
+
+_current: Watchdog | None = None
+_fork_hook_installed = False
+
+
+def _coerce(name: object, value: object) -> int | float:
+    """Slow path for a value that is not exactly int/float/bool."""
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if not isinstance(value, (str, bytes)):
+        index = getattr(type(value), "__index__", None)  # numpy integers
+        if index is not None:
+            return int(index(value))
+        import numbers
+
+        if isinstance(value, numbers.Real):  # numpy floats, Fraction
+            return float(value)
+    raise TypeError(f"stat {name!s} must be an int or float, got {type(value).__name__}")
+
+
+class Watchdog:
+    """Handle of one watched session, returned by :func:`start_watchdog`.
+
+    All methods are safe to call after :meth:`stop`, after the watchdog died, in a
+    forked child, or on a disabled handle: they then do nothing (``dump`` returns
+    ``None``).
+    """
+
+    def __init__(self, config: _config.SessionConfig, writer: _ring.RingWriter,
+                 shm_name: str | None, process: WatchdogProcess | None,
+                 disabled_reason: str | None = None) -> None:
+        self.session_id = config.session_id
+        self.diagnostics_dir = config.diagnostics_dir
+        self.shm_name = shm_name
+        self.disabled_reason = disabled_reason
+        self._config = config
+        self._w = writer
+        self._process = process
+        self._pid = os.getpid()
+        self._stopped = False
+        self._labels: dict[str, bytes] = {}
+        self._pressure_thread_started = False
+
+    # -- hot path ----------------------------------------------------------------------
+
+    def record(self, **stats: int | float) -> None:
+        """Record numeric session stats; one ring slot with the full current state.
+
+        Values are ints (stored as int64, exact) or floats (float64); bools count as
+        ints. A non-number raises ``TypeError``, a 33rd distinct name ``ValueError``.
+        """
+        w = self._w
+        if not _NUMBER_TYPES.issuperset(map(type, stats.values())):
+            stats = {k: _coerce(k, v) for k, v in stats.items()}
+        index = w.index
+        values = w.values
+        for name, value in stats.items():
+            column = index.get(name)
+            if column is None:
+                column = w.add_name(name)
+            values[column] = value
+        i = next(w.counter)
+        s = _HEADER_WORDS + (i % w.slot_count) * _SLOT_WORDS
+        words = w.words
+        words[s] = 2 * i + 1
+        try:
+            w.pack(w.buf, (s << 3) + 8, w.mask, len(values), _KIND_RECORD, *values)
+        except struct.error:
+            w.repair()
+            w.pack(w.buf, (s << 3) + 8, w.mask, len(values), _KIND_RECORD, *values)
+        words[s] = 2 * i + 2
+
+    def recorder(self, *names: str) -> Callable[..., None]:
+        """A fast recorder for fixed stat names: ``rec = wd.recorder("a", "b"); rec(1, 2)``.
+
+        The layout is decided here, once (structlog's lesson); each call then writes
+        one slot, exactly like ``record(a=1, b=2)``.
+        """
+        if not names:
+            raise ValueError("recorder() needs at least one stat name")
+        if len(set(names)) != len(names):
+            raise ValueError(f"recorder() got a stat name twice: {names!r}")
+        w = self._w
+        columns = [w.add_name(name) for name in names]
+        count = len(columns)
+        first = columns[0]
+        contiguous = columns == list(range(first, first + count))
+        end = first + count
+        values = w.values
+        number_types = _NUMBER_TYPES
+        slot_count = w.slot_count
+        counter = w.counter
+
+        def record_positional(*new: int | float) -> None:
+            if len(new) != count:
+                raise TypeError(f"recorder takes {count} values ({', '.join(names)}), "
+                                f"got {len(new)}")
+            if not number_types.issuperset(map(type, new)):
+                new = tuple(_coerce(n, v) for n, v in zip(names, new))
+            if contiguous:
+                values[first:end] = new
+            else:
+                for column, value in zip(columns, new):
+                    values[column] = value
+            i = next(counter)
+            s = _HEADER_WORDS + (i % slot_count) * _SLOT_WORDS
+            words = w.words
+            words[s] = 2 * i + 1
+            try:
+                w.pack(w.buf, (s << 3) + 8, w.mask, len(values), _KIND_RECORD, *values)
+            except struct.error:
+                w.repair()
+                w.pack(w.buf, (s << 3) + 8, w.mask, len(values), _KIND_RECORD, *values)
+            words[s] = 2 * i + 2
+
+        return record_positional
+
+    def mark(self, label: str) -> None:
+        """Say what the host is doing now (``"tool:shell"``); the dump's ``lastActivity``.
+
+        Labels are cut to 64 UTF-8 bytes. Choose them yourself: they land in dumps.
+        """
+        raw = self._labels.get(label)  # type: ignore[arg-type]
+        if raw is None:
+            if not isinstance(label, str):
+                raise TypeError(f"mark() takes a str label, got {type(label).__name__}")
+            raw = _ring.encode_label(label)
+            if len(self._labels) < _LABEL_CACHE_SIZE:
+                self._labels[label] = raw
+        w = self._w
+        w.commit(_KIND_MARK, raw)
+        w.set_label(raw)
+
+    # -- reading the watchdog's status -------------------------------------------------
+
+    @property
+    def level(self) -> PressureLevel:
+        """The pressure level the watchdog last graded (a memory read)."""
+        from ._levels import PressureLevel
+
+        status = self.status()
+        return PressureLevel.from_name(str(status["level"])) if status else PressureLevel.NORMAL
+
+    def status(self) -> dict[str, object] | None:
+        """The watchdog's last status block: level, ratio, rss, heapLimit, growth..."""
+        if not self._w.attached:
+            return None
+        return _ring.read_status(self._w.buf, self._w.words)
+
+    @property
+    def watchdog_alive(self) -> bool:
+        """True while the watchdog process runs (and reaps it once it has exited)."""
+        return self._process is not None and self._w.attached and self._process.alive()
+
+    @property
+    def enabled(self) -> bool:
+        return self.disabled_reason is None and not self._stopped and self._w.attached
+
+    # -- actions -----------------------------------------------------------------------
+
+    def dump(self, reason: str = "manual", timeout: float = 10.0) -> Path | None:
+        """Ask the watchdog for a dump now; returns its path.
+
+        ``None`` when no dump can be written: a disabled or stopped handle, a dead
+        watchdog, or no answer within ``timeout`` seconds (the file may still appear).
+        """
+        if not isinstance(reason, str):
+            raise ValueError(f"reason must be a str, got {reason!r}")
+        if not self.watchdog_alive or self._process is None:
+            return None
+        w = self._w
+        w.set_request_reason(reason)
+        request = int(w.words[_ring.W_REQUEST]) + 1
+        w.words[_ring.W_REQUEST] = request
+        self._process.wake()
+        deadline = time.monotonic() + timeout
+        while int(w.words[_ring.W_REQUEST_DONE]) < request:
+            if time.monotonic() >= deadline or not self._process.alive():
+                return None
+            time.sleep(0.002)
+        name = _ring.read_dump_name(w.buf)
+        if not name:
+            return None
+        from pathlib import Path
+
+        return Path(self.diagnostics_dir) / name
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the session cleanly: no postmortem, the watchdog exits, the segment
+        is removed. Idempotent."""
+        global _current
+        if self._stopped:
+            return
+        self._stopped = True
+        if _current is self:
+            _current = None
+        if os.getpid() != self._pid:  # a forked child: the parent's session is not ours
+            return
+        w = self._w
+        if w.attached:
+            w.set_flag(_ring.FLAG_STOPPED)
+        process = self._process
+        if process is not None:
+            process.close_channel()
+            process.wait(timeout)
+        w.detach()
+        if self.shm_name is not None:
+            from ._shm import unlink_segment
+
+            unlink_segment(self.shm_name)
+
+    def __enter__(self) -> Watchdog:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.stop()
+        # With an exception the session stays open: if it ends the host, the
+        # excepthook names it and the watchdog writes the postmortem; if it is
+        # caught further out, the host's later exit decides.
+
+    # -- process lifecycle ---------------------------------------------------------------
+
+    def _at_exit(self) -> None:
+        """atexit: mark the ring *exiting* (not stopped) and let the watchdog judge."""
+        if self._stopped or os.getpid() != self._pid:
+            return
+        w = self._w
+        if not w.attached:
+            return
+        w.set_flag(_ring.FLAG_EXITING)
+        process = self._process
+        if process is not None:
+            if not process.alive() and self.shm_name is not None:
+                from ._shm import unlink_segment  # nobody left to clean up after us
+
+                unlink_segment(self.shm_name)
+            process.close_channel()
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: write nothing more into the parent's ring (SPEC 3)."""
+        global _current
+        if _current is self:
+            _current = None
+        self._stopped = True
+        if self._process is not None:
+            self._process.close_channel()  # our copy of the write end: EOF stays the parent's
+            self._process.disown()
+        self._w.detach()
+
+    def _excepthook(self, exc_type: type[BaseException], exc: BaseException,
+                    tb: TracebackType | None) -> None:
+        # The type's name only, never the message: messages can hold secrets.
+        if not self._stopped and os.getpid() == self._pid and self._w.attached:
+            self._w.set_exception(exc_type.__qualname__)
+
+    def _start_pressure_callbacks(self, callback: Callable[[object], object]) -> None:
+        import threading
+
+        def watch() -> None:
+            from ._levels import PressureLevel
+
+            last = PressureLevel.NORMAL
+            while self._w.attached and not self._stopped:
+                level = self.level
+                if level != last:
+                    last = level
+                    try:
+                        callback(level)
+                    except Exception as exc:  # the host's callback must not kill the thread
+                        warnings.warn(f"watchdog-core: on_pressure raised {exc!r}",
+                                      RuntimeWarning, stacklevel=1)
+                time.sleep(self._config.interval)
+
+        threading.Thread(target=watch, name="watchdog-core-pressure", daemon=True).start()
+
+
+def _after_fork_in_child() -> None:
+    if _current is not None:
+        _current._after_fork_in_child()
+
+
+def _host_identity() -> tuple[int, str]:
+    """(start time in clock ticks since boot, boot id): with the pid, they name this
+    process uniquely across pid reuse and reboots. Zeros where /proc is missing."""
+    ticks = 0
+    try:
+        with open(f"/proc/{os.getpid()}/stat", "rb") as f:
+            stat = f.read()
+        ticks = int(stat[stat.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot_id = f.read().strip()
+    except OSError:
+        boot_id = ""
+    return ticks, boot_id
+
+
+def _disabled(config: _config.SessionConfig, reason: str, *, warn: bool = True) -> Watchdog:
+    if warn:
+        warnings.warn(f"watchdog-core disabled: {reason}", RuntimeWarning, stacklevel=3)
+    return Watchdog(config, _ring.RingWriter(None, 16), None, None, disabled_reason=reason)
+
+
+def start_watchdog(
+    *,
+    session_id: str | None = None,
+    diagnostics_dir: str | os.PathLike[str] | None = None,
+    interval: float = 0.25,
+    memory_limit: int | str | None = None,
+    soft: float = 0.50,
+    hard: float = 0.65,
+    critical: float = 0.80,
+    ring_slots: int = 4096,
+    max_dumps_per_session: int = 3,
+    dump_cooldown: float = 30.0,
+    suggestion: str | dict[str, str] | None = None,
+    on_pressure: Callable[[PressureLevel], object] | None = None,
+    hang_after: float | None = None,
+    idle_after: float | None = None,
+    include_children: bool = False,
+) -> Watchdog:
+    """Start watching this process; returns the :class:`Watchdog` handle.
+
+    Idempotent within a process. Bad arguments raise ``ValueError`` naming the
+    argument; an environment that cannot host a watchdog (no shared memory, a full
+    ``/dev/shm``, an unsupported platform, ``WATCHDOG_CORE_DISABLE=1``) gives a
+    disabled handle and one ``RuntimeWarning``, never an exception.
+    """
+    global _current, _fork_hook_installed
+    if _current is not None and not _current._stopped and _current._pid == os.getpid():
+        return _current
+    config = _config.SessionConfig(
+        session_id=session_id, diagnostics_dir=diagnostics_dir, interval=interval,
+        memory_limit=memory_limit, soft=soft, hard=hard, critical=critical,
+        ring_slots=ring_slots, max_dumps_per_session=max_dumps_per_session,
+        dump_cooldown=dump_cooldown, suggestion=suggestion,
+        on_pressure=on_pressure,  # type: ignore[arg-type]
+        hang_after=hang_after, idle_after=idle_after, include_children=include_children,
+    )
+    if os.environ.get("WATCHDOG_CORE_DISABLE", "") not in ("", "0"):
+        return _disabled(config, "WATCHDOG_CORE_DISABLE is set", warn=False)
+    if not sys.platform.startswith(("linux", "darwin")):
+        return _disabled(config, f"platform {sys.platform} is not supported")
+    if os.getpid() == 1:
+        warnings.warn(
+            "watchdog-core: this process is PID 1 and its watchdog dies with it; run the "
+            "program under `watchdog-core run -- CMD` as the container entrypoint instead",
+            RuntimeWarning, stacklevel=2,
+        )
+
+    from . import _shm, _spawn
+
+    host_pid = os.getpid()
+    shm_name = _shm.segment_name(config.session_id, host_pid)
+    try:
+        mapping = _shm.create_segment(shm_name, _ring.ring_size(config.ring_slots))
+    except (OSError, ValueError) as exc:
+        return _disabled(config, f"cannot create shared memory segment {shm_name}: {exc}")
+    writer = _ring.RingWriter(mapping, config.ring_slots)
+    ticks, boot_id = _host_identity()
+    writer.init_header(
+        session_id=config.session_id, host_pid=host_pid, host_start_ticks=ticks,
+        created_unix_ns=time.time_ns(), created_mono_ns=time.monotonic_ns(),
+        interval=config.interval, boot_id=boot_id, diagnostics_dir=config.diagnostics_dir,
+        config=_ring.RingConfig(config.soft, config.hard, config.critical, config.memory_limit,
+                                config.dump_cooldown, config.max_dumps_per_session,
+                                config.hang_after, config.idle_after, config.include_children),
+    )
+    try:
+        process = _spawn.spawn_watchdog(shm_name, config.suggestion)
+    except OSError as exc:
+        writer.detach()
+        _shm.unlink_segment(shm_name)
+        return _disabled(config, f"cannot start the watchdog process: {exc}")
+    handle = Watchdog(config, writer, shm_name, process)
+    _install_process_hooks(handle)
+    if not _fork_hook_installed:
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _fork_hook_installed = True
+    _current = handle
+    if config.on_pressure is not None:
+        handle._start_pressure_callbacks(config.on_pressure)
+    return handle
+
+
+def _install_process_hooks(handle: Watchdog) -> None:
+    import atexit
+
+    atexit.register(handle._at_exit)
+    previous = sys.excepthook
+
+    def excepthook(exc_type: type[BaseException], exc: BaseException,
+                   tb: TracebackType | None) -> None:
+        handle._excepthook(exc_type, exc, tb)
+        previous(exc_type, exc, tb)
+
+    sys.excepthook = excepthook

@@ -1,0 +1,190 @@
+"""Pressure levels, hysteresis, growth rate and risks (SPEC 5).
+
+Pure logic over numbers: no psutil, no I/O, so every rule here is unit-tested
+with plain values. The thresholds of the risks are documented in docs/risks.md.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+HYSTERESIS = 0.05
+GROWTH_WINDOW = 60.0  # seconds of RSS history behind growthBytesPerSecond
+FAST_GROWTH_SECONDS = 300.0
+LARGE_HISTORY_SHARE = 0.25  # estimatedHistoryBytes above this share of RSS is a risk
+FD_LEAK_SHARE, FD_LEAK_COUNT = 0.80, 1000
+THREAD_LEAK_COUNT = 256
+
+
+class PressureLevel(enum.IntEnum):
+    """How close the host is to the limit it will die of. Ordered: compare with <, >."""
+
+    NORMAL = 0
+    SOFT = 1
+    HARD = 2
+    CRITICAL = 3
+
+    @property
+    def label(self) -> str:
+        """The lower-case name used in dumps and the ring: ``"hard"``."""
+        return self.name.lower()
+
+    @classmethod
+    def from_name(cls, name: str) -> PressureLevel:
+        return cls[name.upper()]
+
+
+class LevelGrader:
+    """Turns a ratio into a level; falling back needs the ratio 0.05 below the threshold.
+
+    >>> g = LevelGrader(0.5, 0.65, 0.8)
+    >>> [g.update(r).label for r in (0.66, 0.62, 0.59, 0.81)]
+    ['hard', 'hard', 'soft', 'critical']
+    """
+
+    def __init__(self, soft: float, hard: float, critical: float,
+                 hysteresis: float = HYSTERESIS) -> None:
+        self.thresholds = (soft, hard, critical)
+        self.hysteresis = hysteresis
+        self.level = PressureLevel.NORMAL
+
+    def update(self, ratio: float) -> PressureLevel:
+        raw = PressureLevel.NORMAL
+        for level, threshold in zip(
+            (PressureLevel.SOFT, PressureLevel.HARD, PressureLevel.CRITICAL), self.thresholds
+        ):
+            if ratio >= threshold:
+                raw = level
+        if raw >= self.level:
+            self.level = raw
+            return raw
+        # Going down: stay at a level until the ratio is clearly below its threshold.
+        level = self.level
+        while level > raw and ratio < self.thresholds[level - 1] - self.hysteresis:
+            level = PressureLevel(level - 1)
+        self.level = level
+        return level
+
+
+class GrowthEstimator:
+    """Least-squares slope of RSS over the last ``window`` seconds."""
+
+    def __init__(self, window: float = GROWTH_WINDOW) -> None:
+        self.window = window
+        self._points: deque[tuple[float, float]] = deque()
+
+    def add(self, t: float, rss: float) -> None:
+        self._points.append((t, rss))
+        while self._points and self._points[0][0] < t - self.window:
+            self._points.popleft()
+
+    def slope(self) -> float:
+        """Bytes per second; 0.0 with fewer than 3 points or no time spread."""
+        points = self._points
+        n = len(points)
+        if n < 3:
+            return 0.0
+        mean_t = sum(t for t, _ in points) / n
+        mean_v = sum(v for _, v in points) / n
+        var = sum((t - mean_t) ** 2 for t, _ in points)
+        if var <= 0:
+            return 0.0
+        return sum((t - mean_t) * (v - mean_v) for t, v in points) / var
+
+    def seconds_to_limit(self, usage: float, limit: float | None) -> float | None:
+        """Seconds until ``usage`` reaches ``limit`` at the current slope; None if not
+        growing or no limit."""
+        slope = self.slope()
+        if limit is None or slope <= 0:
+            return None
+        return max(0.0, (limit - usage) / slope)
+
+
+class Risk:
+    __slots__ = ("id", "severity", "message", "value", "threshold")
+
+    def __init__(self, id: str, severity: str, message: str, value: float,
+                 threshold: float) -> None:
+        self.id, self.severity, self.message = id, severity, message
+        self.value, self.threshold = value, threshold
+
+    def as_dict(self) -> dict[str, object]:
+        return {"id": self.id, "severity": self.severity, "message": self.message,
+                "value": self.value, "threshold": self.threshold}
+
+
+def assess_risks(
+    *,
+    ratio: float,
+    level: PressureLevel,
+    hard: float,
+    rss: int,
+    seconds_to_limit: float | None,
+    session: dict[str, int | float],
+    fds: int | None = None,
+    fd_limit: int | None = None,
+    threads: int | None = None,
+    swap: int | None = None,
+    psi_some_avg10: float | None = None,
+) -> list[Risk]:
+    """The risks a dump lists, each with the figure and the threshold it crossed."""
+    risks: list[Risk] = []
+    severity = level.label if level >= PressureLevel.HARD else "warning"
+    if ratio >= hard:
+        risks.append(Risk("heap_used_ratio_high", severity,
+                          f"memory use is {ratio:.0%} of the effective limit", ratio, hard))
+    if seconds_to_limit is not None and seconds_to_limit < FAST_GROWTH_SECONDS:
+        risks.append(Risk("fast_growth", severity,
+                          f"at the current growth rate the limit is {seconds_to_limit:.0f} s away",
+                          seconds_to_limit, FAST_GROWTH_SECONDS))
+    history = session.get("estimatedHistoryBytes")
+    if isinstance(history, (int, float)) and rss > 0 and history > LARGE_HISTORY_SHARE * rss:
+        risks.append(Risk("large_session_history", "warning",
+                          f"the session history is {history / rss:.0%} of resident memory",
+                          history / rss, LARGE_HISTORY_SHARE))
+    if fds is not None:
+        limit = FD_LEAK_COUNT if not fd_limit else min(FD_LEAK_COUNT, FD_LEAK_SHARE * fd_limit)
+        if fds > limit:
+            risks.append(Risk("fd_leak", "warning", f"{fds} open file descriptors", fds, limit))
+    if threads is not None and threads > THREAD_LEAK_COUNT:
+        risks.append(Risk("thread_leak", "warning", f"{threads} threads", threads,
+                          THREAD_LEAK_COUNT))
+    if swap:
+        risks.append(Risk("swap_in_use", "warning", f"{swap} bytes of the host are swapped out",
+                          swap, 0))
+    if psi_some_avg10 is not None and psi_some_avg10 >= 10.0:
+        risks.append(Risk("system_memory_pressure", "warning",
+                          f"tasks stalled on memory {psi_some_avg10:.1f}% of the last 10 s",
+                          psi_some_avg10, 10.0))
+    return risks
+
+
+DEFAULT_SUGGESTIONS = {
+    "normal": "Memory use is within limits; this dump is for reference.",
+    "soft": "Memory use is rising; consider trimming caches or session history soon.",
+    "hard": "Memory use is high: compact or truncate the session history, drop caches, "
+            "or raise the memory limit before the process is killed.",
+    "critical": "The process is about to hit its memory limit: save work now, shrink the "
+                "session (compact history, end idle tools), or restart with a higher limit.",
+}
+
+
+def default_suggestion(level: str, trigger: str, limit_source: str | None,
+                       exit_kind: str | None = None) -> str:
+    """A sentence that fits the trigger and level (SPEC 6)."""
+    if trigger in ("host-died", "recovered"):
+        where = f" ({limit_source} limit)" if limit_source else ""
+        if exit_kind == "oom-killed":
+            return (f"The host was killed for running out of memory{where}: raise that limit "
+                    "or cap the session's history and caches.")
+        if exit_kind == "crashed":
+            return ("The host crashed in native code: attach this file and the crash "
+                    "traceback to the bug report.")
+        if exit_kind == "exited":
+            return "The host exited with an error: see host.exit for the exception or code."
+        return ("The host died without shutting down cleanly: attach this file to the bug "
+                "report; host.exit.evidence says what the watchdog could check.")
+    if trigger == "unresponsive":
+        return "The host stopped responding: the stacks show where it is stuck."
+    return DEFAULT_SUGGESTIONS.get(level, DEFAULT_SUGGESTIONS["normal"])

@@ -1,0 +1,221 @@
+"""Building and writing dumps: pressure, manual and postmortem (SPEC 5, 6, 7).
+
+Every dump is written in two phases: first what is cheap, with
+``collectionComplete: false``, published under its unique name; then the
+enriched version replaces it atomically. A watchdog killed between the two
+still leaves a valid file.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from . import __version__, _attribution, _levels, _ring
+from ._diagnostics import (
+    Diagnostics,
+    HostExit,
+    HostInfo,
+    MemoryInfo,
+    RingInfo,
+    RiskDetail,
+    TimelinePoint,
+    WatchdogInfo,
+)
+from ._levels import PressureLevel
+from ._limits import EffectiveLimit
+from ._redact import redact_argv
+from ._sampling import HostProbe, HostSample
+from ._store import DiagnosticsDir, StoreError, dump_timestamp
+
+MAX_TIMELINE_POINTS = 240
+
+
+class Reading:
+    """One graded sample: what the host used, against which limit, at what level."""
+
+    __slots__ = ("host", "effective", "level", "growth", "seconds_to_limit",
+                 "system_available", "psi")
+
+    def __init__(self, *, host: HostSample, effective: EffectiveLimit, level: PressureLevel,
+                 growth: float, seconds_to_limit: float | None, system_available: int | None,
+                 psi: dict[str, float]) -> None:
+        self.host, self.effective, self.level = host, effective, level
+        self.growth, self.seconds_to_limit = growth, seconds_to_limit
+        self.system_available, self.psi = system_available, psi
+
+
+class DumpWriter:
+    """Turns readings and ring images into diagnostics files in the session's directory."""
+
+    def __init__(self, header: _ring.RingImage, suggestions: dict[str, str],
+                 probe: HostProbe) -> None:
+        self.session_id = header.session_id
+        self.host_pid = header.host_pid
+        self.slots = header.slot_count
+        self.interval = header.interval
+        self.hard = header.config.hard
+        self.suggestions = suggestions
+        self.probe = probe
+        self.store = DiagnosticsDir(header.diagnostics_dir)
+        self.argv = redact_argv(probe.cmdline())  # now: the host may be gone at the end
+        self.python = _python_version()
+        self._reported: set[str] = set()
+
+    # -- public ----------------------------------------------------------------------
+
+    def write_live(self, trigger: str, reading: Reading, image: _ring.RingImage,
+                   timeline: list[tuple[float, int, float]], last_record_wall_ns: int,
+                   reason: str | None = None) -> str | None:
+        """A pressure or manual dump of a living host; returns the file name."""
+        wall_ns = time.time_ns()
+        dump = self._build(trigger, reading, image, timeline, wall_ns, last_record_wall_ns,
+                           alive=True, exit=None, reason=reason)
+        name = self._publish(dump, wall_ns)
+        if name is None:
+            return None
+        extra = self.probe.expensive_sample()
+        dump.memory.uss = extra["uss"]  # type: ignore[assignment]
+        dump.host.fds = extra["fds"]  # type: ignore[assignment]
+        dump.host.cpu_seconds = extra["cpuSeconds"]
+        dump.risk_details = self._risks(reading, image, fds=dump.host.fds)
+        dump.risks = [r.id for r in dump.risk_details]
+        dump.collection_complete = True
+        self._replace(name, dump)
+        return name
+
+    def write_postmortem(self, verdict: _attribution.Verdict, reading: Reading | None,
+                         image: _ring.RingImage, image_bytes: bytes,
+                         timeline: list[tuple[float, int, float]],
+                         last_record_wall_ns: int) -> str | None:
+        """The host is dead: the last-known state, how it died, and the ring image."""
+        wall_ns = time.time_ns()
+        host_exit = HostExit(kind=verdict.kind, signal=verdict.signal,  # type: ignore[arg-type]
+                             exit_code=verdict.exit_code, exception=verdict.exception,
+                             evidence=verdict.evidence)
+        dump = self._build("host-died", reading, image, timeline, wall_ns, last_record_wall_ns,
+                           alive=False, exit=host_exit)
+        dump.suggestion = self._suggestion(dump.level, "host-died", dump.memory.limit_source,
+                                           verdict.kind)
+        name = self._publish(dump, wall_ns)
+        if name is None:
+            return None
+        ring_name = name[: -len(".json")] + ".ring"
+        try:
+            self.store.write_new(ring_name, image_bytes)
+            dump.ring.file = ring_name
+        except OSError as exc:
+            self._report_once("ring", f"cannot save the ring image {ring_name}: {exc}")
+        dump.collection_complete = True
+        self._replace(name, dump)
+        return os.path.join(self.store.path, name)
+
+    def prune(self) -> None:
+        try:
+            self.store.prune()
+        except OSError as exc:
+            self._report_once("prune", f"retention failed in {self.store.path}: {exc}")
+
+    # -- building ----------------------------------------------------------------------
+
+    def _build(self, trigger: str, reading: Reading | None, image: _ring.RingImage,
+               timeline: list[tuple[float, int, float]], wall_ns: int,
+               last_record_wall_ns: int, *, alive: bool, exit: HostExit | None,
+               reason: str | None = None) -> Diagnostics:
+        slots, torn = image.slots(last=1)
+        newest = slots[-1] if slots else None
+        records = newest.index + 1 if newest else 0
+        level = reading.level if reading else PressureLevel.NORMAL
+        memory = self._memory(reading)
+        risks = self._risks(reading, image) if reading else []
+        age = ((wall_ns - last_record_wall_ns) / 1e9
+               if last_record_wall_ns and records else None)
+        return Diagnostics(
+            timestamp=dump_timestamp(wall_ns)[1],
+            session_id=self.session_id,
+            trigger=trigger,  # type: ignore[arg-type]
+            reason=reason if trigger == "manual" else None,
+            level=level.label,  # type: ignore[arg-type]
+            collection_complete=False,
+            memory=memory,
+            session=dict(newest.values) if newest else {},
+            last_activity=image.last_label,
+            host=HostInfo(pid=self.host_pid, python=self.python, argv=self.argv, alive=alive,
+                          exit=exit, threads=reading.host.threads if reading else None),
+            risks=[r.id for r in risks],
+            risk_details=risks,
+            suggestion=self._suggestion(level.label, trigger, memory.limit_source),
+            timeline=_timeline_points(timeline),
+            ring=RingInfo(file=None, slots=self.slots, records=records, torn=torn,
+                          last_record_age=round(age, 3) if age is not None else None),
+            watchdog=WatchdogInfo(pid=os.getpid(), version=__version__, interval=self.interval),
+        )
+
+    def _memory(self, reading: Reading | None) -> MemoryInfo:
+        if reading is None:
+            return MemoryInfo(rss=0, heap_used=0, heap_limit=None, ratio=0.0, limit_source="none")
+        e = reading.effective
+        return MemoryInfo(
+            rss=reading.host.rss, heap_used=reading.host.rss_anon, heap_limit=e.limit,
+            ratio=round(e.ratio, 4), limit_source=e.source, vms=reading.host.vms,
+            swap=reading.host.swap, system_available=reading.system_available,
+            psi_some_avg10=reading.psi.get("some"), psi_full_avg10=reading.psi.get("full"),
+            growth_bytes_per_second=round(reading.growth, 1),
+            seconds_to_limit=(round(reading.seconds_to_limit, 1)
+                              if reading.seconds_to_limit is not None else None),
+            limits={p.source: p.limit for p in e.pairs},
+        )
+
+    def _risks(self, reading: Reading | None, image: _ring.RingImage,
+               fds: int | None = None) -> list[RiskDetail]:
+        if reading is None:
+            return []
+        newest = image.newest()
+        risks = _levels.assess_risks(
+            ratio=reading.effective.ratio, level=reading.level, hard=self.hard,
+            rss=reading.host.rss, seconds_to_limit=reading.seconds_to_limit,
+            session=dict(newest.values) if newest else {}, fds=fds,
+            fd_limit=None, threads=reading.host.threads, swap=reading.host.swap,
+            psi_some_avg10=reading.psi.get("some"),
+        )
+        return [RiskDetail(**r.as_dict()) for r in risks]  # type: ignore[arg-type]
+
+    def _suggestion(self, level: str, trigger: str, limit_source: str,
+                    exit_kind: str | None = None) -> str:
+        if trigger in ("hard", "critical", "manual") and level in self.suggestions:
+            return self.suggestions[level]
+        return _levels.default_suggestion(level, trigger, limit_source, exit_kind)
+
+    # -- writing -----------------------------------------------------------------------
+
+    def _publish(self, dump: Diagnostics, wall_ns: int) -> str | None:
+        try:
+            return self.store.publish(self.session_id, wall_ns, dump.to_json())
+        except (OSError, StoreError) as exc:
+            self._report_once("publish", f"cannot write diagnostics to {self.store.path}: {exc}")
+            return None
+
+    def _replace(self, name: str, dump: Diagnostics) -> None:
+        try:
+            self.store.replace(name, dump.to_json())
+        except OSError as exc:
+            self._report_once("replace", f"cannot complete {name}: {exc}")
+
+    def _report_once(self, key: str, message: str) -> None:
+        # A full disk or read-only directory is said once, then the watchdog keeps watching.
+        if key not in self._reported:
+            self._reported.add(key)
+            print(f"watchdog-core: {message}", file=sys.stderr, flush=True)
+
+
+def _timeline_points(timeline: list[tuple[float, int, float]]) -> list[TimelinePoint]:
+    step = max(1, -(-len(timeline) // MAX_TIMELINE_POINTS))
+    picked = timeline[::-1][::step][::-1]  # keep the newest point
+    return [TimelinePoint(t=round(t, 3), rss=rss, ratio=round(ratio, 4))
+            for t, rss, ratio in picked]
+
+
+def _python_version() -> str:
+    # The watchdog runs the host's own interpreter (sys.executable): same version.
+    return ".".join(map(str, sys.version_info[:3]))

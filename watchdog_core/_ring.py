@@ -1,0 +1,535 @@
+"""The ring: layout, the host's writer and everyone's reader (SPEC 8, docs/ring-format.md).
+
+The ring is a shared-memory segment: a fixed 8 KiB header followed by
+``slot_count`` slots of 336 bytes. Each slot is guarded by its own seqlock
+word: odd while the host writes the slot, even when it is complete, 0 when it
+was never written. The sequence word is written on its own through a
+``memoryview.cast("Q")`` (one aligned 8-byte store) because ``struct.pack_into``
+copies byte by byte and a reader could see half a sequence number.
+
+This module imports stdlib only: the host loads it in ``start_watchdog()``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import struct
+import _thread
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import mmap
+    from collections.abc import Sequence
+
+MAGIC = b"WDCRING\x00"
+VERSION = 1
+HEADER_SIZE = 8192
+MAX_STATS = 32
+NAME_SIZE = 64
+LABEL_SIZE = 64
+SLOT_VALUES = 16  # offset of the values inside a slot
+SLOT_LABEL = SLOT_VALUES + MAX_STATS * 8  # offset of the label (mark slots only)
+SLOT_SIZE = SLOT_LABEL + LABEL_SIZE  # 336 bytes, a multiple of 8
+SLOT_WORDS = SLOT_SIZE // 8
+HEADER_WORDS = HEADER_SIZE // 8
+
+KIND_RECORD = 1
+KIND_MARK = 2
+KIND_NAMES = {KIND_RECORD: "record", KIND_MARK: "mark"}
+
+# Static part, written once at creation.
+STATIC = struct.Struct("<8sIIIIIIIIqqqqd40s")
+SESSION_ID_AT, SESSION_ID_SIZE = 128, 72
+
+# Dynamic words: index into the mapping seen as unsigned 64-bit words.
+W_NAME_COUNT = 32  # stat names registered (host)
+W_FLAGS = 33  # FLAG_* bits (host)
+W_HEARTBEAT = 34  # host heartbeat, CLOCK_MONOTONIC ns (host, issue 4)
+W_WATCHDOG_PID = 35  # pid of the watchdog attached to this ring (watchdog)
+W_REQUEST = 36  # manual dump requests made (host)
+W_REQUEST_DONE = 37  # manual dump requests answered (watchdog)
+W_DUMPS = 38  # dumps written for this session (watchdog)
+W_STATUS_SEQ = 39  # seqlock of the status block (watchdog)
+W_LABEL_SEQ = 40  # seqlock of the last label (host)
+W_RECORDS = 41  # records seen by the watchdog at its last sample (watchdog)
+W_LAST_RECORD_NS = 42  # wall-clock ns at which the watchdog saw the newest record appear
+
+FLAG_EXITING = 1  # atexit ran: the interpreter is shutting down
+FLAG_STOPPED = 2  # stop() was called: a clean end, no postmortem
+FLAG_EXCEPTION = 4  # sys.excepthook saw an uncaught exception; its type is in the header
+FLAG_CRASH_FILE = 8  # faulthandler writes to the session's crash file (issue 4)
+FLAG_STACK_SIGNAL = 16  # faulthandler dumps stacks on the stack signal (issue 4)
+
+# Status block, written by the watchdog under W_STATUS_SEQ.
+STATUS_AT = 768
+STATUS = struct.Struct("<qdqqqddqqq")
+LIMIT_SOURCES = ("none", "configured", "ram", "available", "cgroup-v2", "cgroup-v1",
+                 "rlimit-as", "rlimit-data")
+
+NAMES_AT = 1024  # MAX_STATS entries of NAME_SIZE bytes, UTF-8, NUL padded
+LABEL_AT = 3072  # last mark() label, LABEL_SIZE bytes, under W_LABEL_SEQ
+EXCEPTION_AT, EXCEPTION_SIZE = 3200, 128  # uncaught exception type name
+DUMP_NAME_AT, DUMP_NAME_SIZE = 3328, 256  # file name of the newest dump (watchdog)
+CONFIG_AT = 3584
+CONFIG = struct.Struct("<dddqdqddI")
+REASON_AT, REASON_SIZE = 3712, 64  # reason of the pending manual dump request (host)
+DIR_AT, DIR_SIZE = 4096, 4096  # absolute diagnostics directory, NUL padded
+
+_PREFIX = struct.Struct("<IHH")  # mask, value count, kind: the start of every slot
+
+
+class RingError(ValueError):
+    """A ring image that is not one we can read: wrong magic, version, or geometry."""
+
+
+def ring_size(slot_count: int) -> int:
+    return HEADER_SIZE + slot_count * SLOT_SIZE
+
+
+def slot_format(count: int, mask: int) -> str:
+    """The struct format of ``count`` values; bit i of ``mask`` marks value i as float64."""
+    return "".join("d" if mask >> i & 1 else "q" for i in range(count))
+
+
+def _put_str(buf: memoryview, at: int, size: int, text: str | bytes) -> None:
+    raw = os.fsencode(text) if isinstance(text, str) else text
+    buf[at : at + size] = raw[: size - 1].ljust(size, b"\0")
+
+
+def encode_label(label: str) -> bytes:
+    """UTF-8, cut to LABEL_SIZE bytes on a character boundary, NUL padded."""
+    raw = label.encode("utf-8", "replace")
+    if len(raw) > LABEL_SIZE:
+        raw = raw[:LABEL_SIZE].decode("utf-8", "ignore").encode()
+    return raw.ljust(LABEL_SIZE, b"\0")
+
+
+class RingConfig:
+    """What the watchdog needs to know about the session, kept in the header so a
+    restarted watchdog or an orphan recovery reads the same settings."""
+
+    __slots__ = ("soft", "hard", "critical", "memory_limit", "dump_cooldown",
+                 "max_dumps", "hang_after", "idle_after", "include_children")
+
+    def __init__(self, soft: float, hard: float, critical: float, memory_limit: int | None,
+                 dump_cooldown: float, max_dumps: int, hang_after: float | None,
+                 idle_after: float | None, include_children: bool) -> None:
+        self.soft, self.hard, self.critical = soft, hard, critical
+        self.memory_limit = memory_limit
+        self.dump_cooldown = dump_cooldown
+        self.max_dumps = max_dumps
+        self.hang_after = hang_after
+        self.idle_after = idle_after
+        self.include_children = include_children
+
+    def pack(self) -> bytes:
+        return CONFIG.pack(self.soft, self.hard, self.critical, self.memory_limit or 0,
+                           self.dump_cooldown, self.max_dumps, self.hang_after or 0.0,
+                           self.idle_after or 0.0, int(self.include_children))
+
+    @classmethod
+    def unpack(cls, raw: bytes | memoryview) -> RingConfig:
+        soft, hard, critical, limit, cooldown, dumps, hang, idle, opts = CONFIG.unpack(raw)
+        return cls(soft, hard, critical, limit or None, cooldown, dumps, hang or None,
+                   idle or None, bool(opts & 1))
+
+
+class RingWriter:
+    """The host's side of the ring.
+
+    ``record``/``recorder``/``mark`` in ``_host`` use the attributes directly; they
+    are the hot path (SPEC 3, 9). Values are carried forward in ``values`` so every
+    slot holds the full current state. A stat's column is int64 until a float (or an
+    int beyond int64) is recorded for it; from then on it is float64.
+    """
+
+    def __init__(self, mapping: mmap.mmap | None, slot_count: int) -> None:
+        self._mapping = mapping
+        self.buf = memoryview(mapping) if mapping is not None else _scratch(slot_count)
+        self.words = self.buf.cast("Q")
+        self.slot_count = slot_count
+        self.counter = itertools.count()
+        self.names: list[str] = []
+        self.index: dict[str, int] = {}
+        self.values: list[int | float] = []
+        self.mask = 0
+        self.pack = _PREFIX.pack_into
+        self._lock = _thread.allocate_lock()  # name registration only, never the hot path
+
+    def init_header(self, *, session_id: str, host_pid: int, host_start_ticks: int,
+                    created_unix_ns: int, created_mono_ns: int, interval: float,
+                    boot_id: str, diagnostics_dir: str, config: RingConfig) -> None:
+        STATIC.pack_into(self.buf, 0, MAGIC, VERSION, HEADER_SIZE, self.slot_count, SLOT_SIZE,
+                         MAX_STATS, NAME_SIZE, LABEL_SIZE, 0, host_pid, host_start_ticks,
+                         created_unix_ns, created_mono_ns, interval,
+                         boot_id.encode("ascii", "replace")[:39])
+        _put_str(self.buf, SESSION_ID_AT, SESSION_ID_SIZE, session_id)
+        _put_str(self.buf, DIR_AT, DIR_SIZE, diagnostics_dir)
+        self.buf[CONFIG_AT : CONFIG_AT + CONFIG.size] = config.pack()
+
+    # -- slow paths, outside the hot loop ------------------------------------------
+
+    def add_name(self, name: object) -> int:
+        """Register a stat name; returns its column. Raises ValueError at the 33rd."""
+        if not isinstance(name, str):
+            raise TypeError(f"stat names must be str, got {name!r}")
+        raw = name.encode("utf-8", "surrogatepass")
+        if not raw or len(raw) >= NAME_SIZE or b"\0" in raw:
+            raise ValueError(f"stat name must be 1-{NAME_SIZE - 1} UTF-8 bytes without NUL: "
+                             f"{name!r}")
+        with self._lock:
+            found = self.index.get(name)
+            if found is not None:
+                return found
+            column = len(self.names)
+            if column >= MAX_STATS:
+                raise ValueError(f"at most {MAX_STATS} distinct stat names per session; "
+                                 f"{name!r} would be the {column + 1}th")
+            at = NAMES_AT + column * NAME_SIZE
+            self.buf[at : at + NAME_SIZE] = raw.ljust(NAME_SIZE, b"\0")
+            self.values.append(0)
+            self.names.append(name)
+            self._relayout(self.mask)
+            self.index[name] = column
+            self.words[W_NAME_COUNT] = column + 1  # after the name bytes: readers trust the count
+            return column
+
+    def repair(self) -> None:
+        """Bring the column types in line with the carried values after a struct.error."""
+        with self._lock:
+            mask = self.mask
+            values = self.values
+            for column, value in enumerate(values):
+                if type(value) is float:
+                    mask |= 1 << column
+                elif not -(1 << 63) <= value < 1 << 63:
+                    values[column] = _to_float(value)
+                    mask |= 1 << column
+            self._relayout(mask)
+
+    def _relayout(self, mask: int) -> None:
+        # A new Struct per layout change; layouts change a handful of times per session.
+        self.mask = mask
+        self.pack = struct.Struct("<IHH" + slot_format(len(self.values), mask)).pack_into
+
+    def commit(self, kind: int, label: bytes | None = None) -> None:
+        """Write one slot with the current values (the path record() inlines)."""
+        i = next(self.counter)
+        s = HEADER_WORDS + (i % self.slot_count) * SLOT_WORDS
+        words = self.words
+        words[s] = 2 * i + 1
+        values = self.values
+        for _ in range(3):  # another thread may change the layout between reads
+            try:
+                self.pack(self.buf, (s << 3) + 8, self.mask, len(values), kind, *values)
+                break
+            except struct.error:
+                self.repair()
+        if label is not None:
+            at = (s << 3) + SLOT_LABEL
+            self.buf[at : at + LABEL_SIZE] = label
+        words[s] = 2 * i + 2
+
+    def set_label(self, label: bytes) -> None:
+        words = self.words
+        seq = words[W_LABEL_SEQ]
+        words[W_LABEL_SEQ] = seq | 1
+        self.buf[LABEL_AT : LABEL_AT + LABEL_SIZE] = label
+        words[W_LABEL_SEQ] = (seq | 1) + 1
+
+    def set_request_reason(self, reason: str) -> None:
+        _put_str(self.buf, REASON_AT, REASON_SIZE, encode_label(reason).rstrip(b"\0"))
+
+    def set_flag(self, flag: int) -> None:
+        self.words[W_FLAGS] |= flag
+
+    def set_exception(self, type_name: str) -> None:
+        _put_str(self.buf, EXCEPTION_AT, EXCEPTION_SIZE, type_name)
+        self.set_flag(FLAG_EXCEPTION)
+
+    def detach(self) -> None:
+        """Point every write at private scratch memory and drop the shared mapping.
+
+        Used after fork (the child must never write into the parent's ring) and
+        after stop(): the hot path keeps working and never raises, it just writes
+        nowhere that matters.
+        """
+        mapping = self._mapping
+        self._mapping = None
+        scratch = _scratch(self.slot_count)
+        self.buf, self.words = scratch, scratch.cast("Q")
+        if mapping is not None:
+            try:
+                mapping.close()
+            except (BufferError, ValueError):  # a view is still exported: let GC unmap it
+                pass
+
+    @property
+    def attached(self) -> bool:
+        return self._mapping is not None
+
+
+def _scratch(slot_count: int) -> memoryview:
+    # Anonymous memory: untouched pages cost nothing, so a detached writer is free.
+    import mmap
+
+    return memoryview(mmap.mmap(-1, ring_size(slot_count)))
+
+
+def _to_float(value: int) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return float("inf") if value > 0 else float("-inf")
+
+
+# -- reading -----------------------------------------------------------------------
+
+
+class Slot:
+    __slots__ = ("index", "kind", "values", "label")
+
+    def __init__(self, index: int, kind: str, values: dict[str, int | float],
+                 label: str | None) -> None:
+        self.index, self.kind, self.values, self.label = index, kind, values, label
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"index": self.index, "kind": self.kind}
+        if self.label is not None:
+            out["label"] = self.label
+        out["values"] = self.values
+        return out
+
+
+class RingImage:
+    """A decoded ring: header fields, stat names, and the slots that read whole."""
+
+    def __init__(self, data: bytes | memoryview, *, live: memoryview | None = None) -> None:
+        """Decode ``data``. With ``live`` (the segment itself), each slot's sequence is
+        re-read after copying it, so a slot rewritten during the read counts as torn."""
+        self._data = memoryview(data)
+        self._live_words = live.cast("Q") if live is not None else None
+        self._validate_header()
+        self._decode_header()
+
+    # header ---------------------------------------------------------------------
+
+    def _validate_header(self) -> None:
+        data = self._data
+        if len(data) < HEADER_SIZE:
+            if len(data) >= 8 and bytes(data[:8]) != MAGIC:
+                raise RingError("not a watchdog-core ring (bad magic)")
+            raise RingError(f"truncated ring: {len(data)} bytes, the header alone is "
+                            f"{HEADER_SIZE}")
+        (magic, version, header_size, slots, slot_size, max_stats, name_size,
+         label_size) = struct.unpack_from("<8sIIIIIII", data, 0)
+        if magic != MAGIC:
+            raise RingError("not a watchdog-core ring (bad magic)")
+        if version != VERSION:
+            raise RingError(f"unsupported ring version {version} (this reader knows {VERSION})")
+        if (header_size, slot_size, max_stats, name_size, label_size) != (
+            HEADER_SIZE, SLOT_SIZE, MAX_STATS, NAME_SIZE, LABEL_SIZE
+        ):
+            raise RingError("corrupt ring header: geometry does not match version 1")
+        if not 1 <= slots <= 1 << 20:
+            raise RingError(f"corrupt ring header: {slots} slots")
+        if len(data) < ring_size(slots):
+            raise RingError(f"truncated ring: {len(data)} bytes for {slots} slots "
+                            f"(needs {ring_size(slots)})")
+
+    def _decode_header(self) -> None:
+        data = self._data
+        fields = STATIC.unpack_from(data, 0)
+        self.slot_count: int = fields[3]
+        self.host_pid: int = fields[9]
+        self.host_start_ticks: int = fields[10]
+        self.created_unix_ns: int = fields[11]
+        self.created_mono_ns: int = fields[12]
+        self.interval: float = fields[13]
+        self.boot_id = _cstr(fields[14])
+        self.session_id = _cstr(bytes(data[SESSION_ID_AT : SESSION_ID_AT + SESSION_ID_SIZE]))
+        self.diagnostics_dir = _cstr(bytes(data[DIR_AT : DIR_AT + DIR_SIZE]))
+        self.config = RingConfig.unpack(data[CONFIG_AT : CONFIG_AT + CONFIG.size])
+        words = data[: HEADER_SIZE].cast("Q")
+        self.flags: int = words[W_FLAGS]
+        self.watchdog_pid: int = words[W_WATCHDOG_PID]
+        self.heartbeat_ns: int = words[W_HEARTBEAT]
+        self.dumps: int = words[W_DUMPS]
+        self.last_record_unix_ns: int = words[W_LAST_RECORD_NS]
+        count = words[W_NAME_COUNT]
+        self.corrupt_names = count > MAX_STATS
+        count = min(count, MAX_STATS)
+        self.names = [
+            _cstr(bytes(data[NAMES_AT + i * NAME_SIZE : NAMES_AT + (i + 1) * NAME_SIZE]))
+            for i in range(count)
+        ]
+        self.exception = (
+            _cstr(bytes(data[EXCEPTION_AT : EXCEPTION_AT + EXCEPTION_SIZE])) or None
+            if self.flags & FLAG_EXCEPTION else None
+        )
+        self.last_dump = read_dump_name(data)
+        self.request_reason = _cstr(bytes(data[REASON_AT : REASON_AT + REASON_SIZE])) or None
+        self.last_label = self._read_label()
+        self.status = self._read_status()
+
+    def _read_label(self) -> str | None:
+        for _ in range(100):
+            seq = self._word(W_LABEL_SEQ)
+            raw = bytes(self._data[LABEL_AT : LABEL_AT + LABEL_SIZE])
+            if seq & 1 == 0 and seq == self._word(W_LABEL_SEQ):
+                return _cstr(raw) if seq else None
+        return None
+
+    def _read_status(self) -> dict[str, object] | None:
+        return read_status(self._data, self._live_words)
+
+    def _word(self, index: int) -> int:
+        source = self._live_words if self._live_words is not None else self._data.cast("Q")
+        return int(source[index])
+
+    @property
+    def exiting(self) -> bool:
+        return bool(self.flags & FLAG_EXITING)
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.flags & FLAG_STOPPED)
+
+    # slots ------------------------------------------------------------------------
+
+    def slots(self, last: int | None = None) -> tuple[list[Slot], int]:
+        """The slots that read whole, oldest first, and the number of torn ones.
+
+        A torn slot (sequence odd, changed during the copy, or contents that cannot
+        be right) is counted and skipped, never returned as data.
+        """
+        data = self._data
+        live = self._live_words
+        words = data.cast("Q")
+        seqs = sorted(
+            ((int(words[HEADER_WORDS + k * SLOT_WORDS]), k) for k in range(self.slot_count)),
+            reverse=True,
+        )
+        out: list[Slot] = []
+        torn = 0
+        for seq, k in seqs:
+            if seq == 0:
+                break  # sorted: the rest were never written
+            if last is not None and len(out) >= last:
+                break
+            at = HEADER_SIZE + k * SLOT_SIZE
+            raw = bytes(data[at : at + SLOT_SIZE])
+            if live is not None:
+                seq = int(live[HEADER_WORDS + k * SLOT_WORDS])
+            now = int.from_bytes(raw[:8], "little")
+            slot = self._decode_slot(raw, now) if seq == now else None
+            if slot is None or slot.index % self.slot_count != k:
+                torn += 1
+                continue
+            out.append(slot)
+        out.reverse()
+        return out, torn
+
+    def _decode_slot(self, raw: bytes, seq: int) -> Slot | None:
+        if seq & 1:
+            return None
+        mask, count, kind = _PREFIX.unpack_from(raw, 8)
+        if count > len(self.names) or kind not in KIND_NAMES:
+            return None
+        values = struct.unpack_from("<" + slot_format(count, mask), raw, SLOT_VALUES)
+        label = _cstr(raw[SLOT_LABEL : SLOT_LABEL + LABEL_SIZE]) if kind == KIND_MARK else None
+        return Slot(seq // 2 - 1, KIND_NAMES[kind], dict(zip(self.names, values)), label)
+
+    def newest(self) -> Slot | None:
+        slots, _ = self.slots(last=1)
+        return slots[-1] if slots else None
+
+    def header_dict(self) -> dict[str, object]:
+        return {
+            "sessionId": self.session_id,
+            "hostPid": self.host_pid,
+            "hostStartTicks": self.host_start_ticks,
+            "bootId": self.boot_id,
+            "created": self.created_unix_ns / 1e9,
+            "slots": self.slot_count,
+            "interval": self.interval,
+            "diagnosticsDir": self.diagnostics_dir,
+            "watchdogPid": self.watchdog_pid or None,
+            "flags": flag_names(self.flags),
+            "exception": self.exception,
+            "lastLabel": self.last_label,
+            "stats": list(self.names),
+            "dumps": self.dumps,
+            "lastDump": self.last_dump,
+            "status": self.status,
+        }
+
+
+def read_status(buf: memoryview, live_words: memoryview | None = None
+                ) -> dict[str, object] | None:
+    """The watchdog's status block under its seqlock; None before the first sample."""
+    words = live_words if live_words is not None else buf[:HEADER_SIZE].cast("Q")
+    try:
+        for _ in range(100):
+            seq = int(words[W_STATUS_SEQ])
+            raw = bytes(buf[STATUS_AT : STATUS_AT + STATUS.size])
+            if seq & 1 == 0 and seq == int(words[W_STATUS_SEQ]):
+                return decode_status(raw) if seq else None
+        return None
+    finally:
+        if live_words is None:
+            words.release()
+
+
+def read_dump_name(buf: memoryview) -> str | None:
+    return _cstr(bytes(buf[DUMP_NAME_AT : DUMP_NAME_AT + DUMP_NAME_SIZE])) or None
+
+
+def flag_names(flags: int) -> list[str]:
+    names = ((FLAG_EXITING, "exiting"), (FLAG_STOPPED, "stopped"), (FLAG_EXCEPTION, "exception"),
+             (FLAG_CRASH_FILE, "crash-file"), (FLAG_STACK_SIGNAL, "stack-signal"))
+    return [name for bit, name in names if flags & bit]
+
+
+def decode_status(raw: bytes) -> dict[str, object]:
+    (level, ratio, rss, heap_used, limit, growth, to_limit, source, sampled_ns,
+     samples) = STATUS.unpack(raw)
+    return {
+        "level": _LEVELS[level] if 0 <= level < len(_LEVELS) else "normal",
+        "ratio": ratio,
+        "rss": rss,
+        "heapUsed": heap_used,
+        "heapLimit": limit or None,
+        "limitSource": LIMIT_SOURCES[source] if 0 <= source < len(LIMIT_SOURCES) else "none",
+        "growthBytesPerSecond": growth,
+        "secondsToLimit": None if to_limit != to_limit else to_limit,  # NaN means "not growing"
+        "sampled": sampled_ns / 1e9,
+        "samples": samples,
+    }
+
+
+def encode_status(level: int, ratio: float, rss: int, heap_used: int, limit: int | None,
+                  growth: float, seconds_to_limit: float | None, source: str,
+                  sampled_unix_ns: int, samples: int) -> bytes:
+    return STATUS.pack(level, ratio, rss, heap_used, limit or 0, growth,
+                       float("nan") if seconds_to_limit is None else seconds_to_limit,
+                       LIMIT_SOURCES.index(source) if source in LIMIT_SOURCES else 0,
+                       sampled_unix_ns, samples)
+
+
+_LEVELS = ("normal", "soft", "hard", "critical")
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def newest_index(words: Sequence[int], slot_count: int) -> int:
+    """The index of the newest complete-or-in-progress slot, -1 for an empty ring.
+
+    Cheap enough for the watchdog's every sample: one pass over the sequence words.
+    """
+    top = max(words[HEADER_WORDS : HEADER_WORDS + slot_count * SLOT_WORDS : SLOT_WORDS],
+              default=0)
+    return (top + 1) // 2 - 1

@@ -1,0 +1,149 @@
+"""Starting the watchdog interpreter and the channels between it and the host (SPEC 4).
+
+Two descriptors go to the watchdog:
+
+* a pidfd of the host (``os.pidfd_open(os.getpid())``): it turns readable the
+  moment the host exits, killed or not, and it cannot be fooled by pid reuse;
+* the read end of the *control pipe*. The host keeps the only write end (not
+  inherited by exec'd children, closed in forked ones), writes a byte to wake
+  the watchdog for a request, and closes it on ``stop()``/exit. Where pidfd is
+  missing (macOS, old kernels) EOF on this pipe is the death notification.
+
+``os.posix_spawn`` rather than ``subprocess``: importing subprocess costs
+15-50 ms in the host (SPEC 3), and posix_spawn does the one thing needed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class WatchdogProcess:
+    """The host's view of its watchdog child."""
+
+    __slots__ = ("pid", "ctl_fd", "_reaped")
+
+    def __init__(self, pid: int, ctl_fd: int) -> None:
+        self.pid = pid
+        self.ctl_fd = ctl_fd
+        self._reaped = False
+
+    def wake(self) -> None:
+        """Tell the watchdog to look at the request word now."""
+        if self.ctl_fd >= 0:
+            try:
+                os.write(self.ctl_fd, b"r")
+            except OSError:  # watchdog gone (EPIPE) or the pipe full: it polls anyway
+                pass
+
+    def close_channel(self) -> None:
+        """Close our write end: the watchdog sees EOF (stop, exit, or after fork)."""
+        fd, self.ctl_fd = self.ctl_fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def alive(self) -> bool:
+        """True while the watchdog runs; reaps it (no zombie) once it has exited."""
+        if self._reaped:
+            return False
+        try:
+            pid, _ = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # someone else reaped it (a host calling os.wait())
+            self._reaped = True
+            return False
+        if pid == 0:
+            return True
+        self._reaped = True
+        return False
+
+    def wait(self, timeout: float) -> bool:
+        """Reap the watchdog within ``timeout`` seconds; False if it is still running."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while self.alive():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return True
+
+    def disown(self) -> None:
+        """Forget the child without touching it (after fork: it is the parent's)."""
+        self._reaped = True
+        self.ctl_fd = -1
+
+
+def watchdog_argv(shm_name: str, pidfd: int, ctl_fd: int,
+                  suggestions: dict[str, str]) -> list[str]:
+    # -P (3.11+) keeps the host's working directory off sys.path: the watchdog must
+    # never import a module of the host's (SPEC 4).
+    argv = [sys.executable]
+    if sys.version_info >= (3, 11):
+        argv.append("-P")
+    argv += ["-m", "watchdog_core._watchdog", "--shm", shm_name, "--pidfd", str(pidfd),
+             "--ctl", str(ctl_fd)]
+    for level, text in suggestions.items():
+        argv += ["--suggestion", f"{level}={text}"]
+    return argv
+
+
+def spawn_watchdog(shm_name: str, suggestions: dict[str, str]) -> WatchdogProcess:
+    """Start ``python -m watchdog_core._watchdog`` for this host's ring.
+
+    Raises OSError when the process cannot be started; the caller turns that into
+    a disabled handle, never an exception in the host.
+    """
+    pidfd = _own_pidfd()
+    ctl_read, ctl_write = os.pipe()
+    passed = [fd for fd in (pidfd, ctl_read) if fd >= 0]
+    try:
+        for fd in passed:
+            os.set_inheritable(fd, True)
+        env = dict(os.environ)
+        path = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = _PACKAGE_PARENT + (os.pathsep + path if path else "")
+        pid = os.posix_spawn(
+            sys.executable,
+            watchdog_argv(shm_name, pidfd, ctl_read, suggestions),
+            env,
+            file_actions=_stdio_actions(),
+            setsid=True,  # Ctrl-C in the terminal goes to the host, not the watchdog
+        )
+    except BaseException:
+        os.close(ctl_write)
+        raise
+    finally:
+        for fd in passed:
+            os.close(fd)
+    return WatchdogProcess(pid, ctl_write)
+
+
+def _own_pidfd() -> int:
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return -1
+    try:
+        return int(pidfd_open(os.getpid()))
+    except OSError:  # kernel < 5.3, or seccomp says no: the control pipe covers it
+        return -1
+
+
+def _stdio_actions() -> Sequence[tuple[int, ...] | tuple[int, int, str, int, int]]:
+    # stdin and stdout from /dev/null: a watchdog holding the host's stdout pipe would
+    # keep a reader waiting for EOF. stderr stays: the postmortem's path goes there.
+    return [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+    ]

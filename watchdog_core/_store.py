@@ -1,0 +1,224 @@
+"""The diagnostics directory: naming, atomic writes, retention (SPEC 7).
+
+* Every file is created relative to a descriptor of the directory, opened with
+  ``O_NOFOLLOW | O_DIRECTORY``, with ``O_NOFOLLOW | O_EXCL``: a planted symlink
+  is never followed, an existing file never overwritten.
+* A dump's name is claimed without a lock: the complete temp file is hard-linked
+  to ``memory-{session}-{timestamp}.json``; ``EEXIST`` moves the timestamp on by
+  one microsecond and tries again. Readers never see a partial file.
+* The second, enriched version replaces the first with ``rename`` and is the
+  only one fsynced (with the directory), so the quick first phase costs
+  microseconds.
+* The ``filelock`` guards only what reads and then rewrites the directory:
+  retention. Collection and writing never wait for it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import errno
+import os
+import stat
+import time
+
+from filelock import FileLock, Timeout
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+LOCK_NAME = ".watchdog-core.lock"
+DUMP_PREFIX = "memory-"
+DEFAULT_MAX_FILES = 100
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+LOCK_POLL = 0.005  # filelock's default 50 ms poll makes tail waits of hundreds of ms
+
+
+class StoreError(OSError):
+    """The directory cannot be used (symlink, foreign owner, not writable, full)."""
+
+
+def dump_timestamp(wall_ns: int) -> tuple[str, str]:
+    """(name part ``20261125T174001.123456Z``, ISO ``2026-11-25T17:40:01.123456Z``)."""
+    t = _dt.datetime.fromtimestamp(wall_ns // 1000 / 1e6, tz=_dt.timezone.utc)
+    return t.strftime("%Y%m%dT%H%M%S.%fZ"), t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def dump_name(session_id: str, wall_ns: int) -> str:
+    return f"{DUMP_PREFIX}{session_id}-{dump_timestamp(wall_ns)[0]}.json"
+
+
+class DiagnosticsDir:
+    """An opened diagnostics directory, safe against symlinks and collisions."""
+
+    def __init__(self, path: str, *, max_files: int = DEFAULT_MAX_FILES,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.path = os.path.abspath(path)
+        self.max_files = max_files
+        self.max_bytes = max_bytes
+        self._fd = -1
+        self._tmp_counter = 0
+
+    def open(self) -> int:
+        """The directory's descriptor, creating the directory (0700) if needed."""
+        if self._fd >= 0:
+            return self._fd
+        try:
+            os.makedirs(os.path.dirname(self.path), mode=DIR_MODE, exist_ok=True)
+            try:
+                os.mkdir(self.path, DIR_MODE)
+            except FileExistsError:
+                pass
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP or os.path.islink(self.path):
+                raise StoreError(f"{self.path} is a symlink; refusing to write through it"
+                                 ) from exc
+            raise StoreError(f"cannot open diagnostics directory {self.path}: {exc}") from exc
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            os.close(fd)
+            raise StoreError(f"{self.path} belongs to uid {st.st_uid}, not to us")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            os.close(fd)
+            raise StoreError(f"{self.path} is writable by others (mode "
+                             f"{stat.S_IMODE(st.st_mode):o}); refusing to write there")
+        self._fd = fd
+        return fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    # -- writing --------------------------------------------------------------------
+
+    def _write_temp(self, data: bytes, *, sync: bool) -> str:
+        dfd = self.open()
+        self._tmp_counter += 1
+        name = f".tmp-{os.getpid()}-{self._tmp_counter}-{os.urandom(4).hex()}"
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE,
+                     dir_fd=dfd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if sync:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(name, dfd)
+            raise
+        os.close(fd)
+        return name
+
+    def publish(self, session_id: str, wall_ns: int, data: bytes) -> str:
+        """Write ``data`` under a new, unique dump name; returns the name.
+
+        Never overwrites: the name is claimed by ``link``, which fails on anything
+        already there (file or symlink).
+        """
+        dfd = self.open()
+        tmp = self._write_temp(data, sync=False)
+        try:
+            for _ in range(10_000):
+                name = dump_name(session_id, wall_ns)
+                try:
+                    os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+                except FileExistsError:
+                    wall_ns += 1000  # the next microsecond
+                    continue
+                return name
+            raise StoreError(f"no free dump name for session {session_id}")
+        finally:
+            _unlink_quietly(tmp, dfd)
+
+    def replace(self, name: str, data: bytes) -> None:
+        """Atomically replace our own file ``name`` with ``data``, fsynced once."""
+        dfd = self.open()
+        tmp = self._write_temp(data, sync=True)
+        try:
+            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            _unlink_quietly(tmp, dfd)
+            raise
+        os.fsync(dfd)
+
+    def write_new(self, name: str, data: bytes) -> None:
+        """Write a sibling file (``.ring``, stacks) that must not exist yet."""
+        dfd = self.open()
+        tmp = self._write_temp(data, sync=True)
+        try:
+            os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+        finally:
+            _unlink_quietly(tmp, dfd)
+
+    # -- retention ------------------------------------------------------------------
+
+    def prune(self, keep: str | None = None, lock_timeout: float = 10.0) -> list[str]:
+        """Delete the oldest dump sets beyond ``max_files``/``max_bytes``; never ``keep``.
+
+        A dump set is the JSON and every sibling sharing its stem (``.ring``, extras).
+        Runs under the directory's file lock; returns the names removed.
+        """
+        dfd = self.open()
+        lock = FileLock(os.path.join(self.path, LOCK_NAME), timeout=lock_timeout,
+                        mode=FILE_MODE)
+        try:
+            with lock.acquire(poll_interval=LOCK_POLL):
+                return self._prune_locked(dfd, keep)
+        except Timeout:
+            return []
+
+    def _prune_locked(self, dfd: int, keep: str | None) -> list[str]:
+        sets: dict[str, list[tuple[str, int]]] = {}
+        mtimes: dict[str, float] = {}
+        for entry in os.scandir(dfd):
+            name = entry.name
+            if not name.startswith(DUMP_PREFIX):
+                continue
+            stem = name.split(".json", 1)[0] if ".json" in name else name.rsplit(".", 1)[0]
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            sets.setdefault(stem, []).append((name, st.st_size))
+            if name.endswith(".json"):
+                mtimes[stem] = st.st_mtime
+        keep_stem = keep.rsplit(".json", 1)[0] if keep else None
+        # Oldest first: by the timestamp in the name (the stem), mtime as a tie-break.
+        order = sorted(sets, key=lambda s: (mtimes.get(s, 0.0), s))
+        total = sum(size for files in sets.values() for _, size in files)
+        count = len(order)
+        removed: list[str] = []
+        for stem in order:
+            if count <= self.max_files and total <= self.max_bytes:
+                break
+            if stem == keep_stem:
+                continue
+            for name, size in sets[stem]:
+                if _unlink_quietly(name, dfd):
+                    removed.append(name)
+                    total -= size
+            count -= 1
+        return removed
+
+    def list_dumps(self) -> list[str]:
+        try:
+            names = os.listdir(self.path)
+        except OSError:
+            return []
+        return sorted(n for n in names if n.startswith(DUMP_PREFIX) and n.endswith(".json"))
+
+
+def _unlink_quietly(name: str, dfd: int) -> bool:
+    try:
+        os.unlink(name, dir_fd=dfd)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return False
+    return True
+
+
+def monotonic_to_wall_ns(mono: float) -> int:
+    """Wall-clock ns for a ``time.monotonic()`` reading taken in this process."""
+    return time.time_ns() - int((time.monotonic() - mono) * 1e9)

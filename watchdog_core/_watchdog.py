@@ -1,0 +1,322 @@
+"""The watchdog process: ``python -m watchdog_core._watchdog`` (SPEC 4).
+
+A fresh interpreter started by the host. It samples the host every
+``interval`` seconds, grades pressure, writes dumps on escalation and on
+request, and when the host dies (its pidfd turns readable, or the control pipe
+hits EOF where there is no pidfd) writes the postmortem, saves the ring image
+beside it, removes the segment and exits.
+
+It never imports the host's modules and holds no lock while sampling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import sys
+import time
+from collections import deque
+
+from . import __version__, _attribution, _levels, _limits, _ring, _shm
+from ._levels import PressureLevel
+from ._report import DumpWriter, Reading
+from ._sampling import HostProbe, HostSample, SystemProbe
+
+TIMELINE_SECONDS = 60.0
+
+
+def _parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="watchdog_core._watchdog")
+    parser.add_argument("--shm", required=True)
+    parser.add_argument("--pidfd", type=int, default=-1)
+    parser.add_argument("--ctl", type=int, default=-1)
+    parser.add_argument("--suggestion", action="append", default=[])
+    return parser.parse_args(argv)
+
+
+class Watcher:
+    """State of one watched host."""
+
+    def __init__(self, shm_name: str, pidfd: int, ctl: int, suggestions: dict[str, str]) -> None:
+        self.shm_name = shm_name
+        self.mapping = _shm.open_segment(shm_name, writable=True)
+        self.buf = memoryview(self.mapping)
+        self.words = self.buf.cast("Q")
+        header = _ring.RingImage(bytes(self.buf))
+        self.header = header
+        self.host_pid = header.host_pid
+        self.config = header.config
+        self.interval = header.interval
+        self.pidfd = pidfd
+        self.ctl = ctl
+        self.words[_ring.W_WATCHDOG_PID] = os.getpid()
+        self.probe = HostProbe(self.host_pid, exclude_pids={os.getpid()},
+                               include_children=self.config.include_children)
+        self.system = SystemProbe(self.host_pid)
+        self.grader = _levels.LevelGrader(self.config.soft, self.config.hard,
+                                          self.config.critical)
+        self.growth = _levels.GrowthEstimator()
+        self.timeline: deque[tuple[float, int, float]] = deque()
+        self.oom_before = _attribution.oom_kill_counters(self.host_pid)
+        self.writer = DumpWriter(header, suggestions, self.probe)
+        self.last: Reading | None = None
+        self.records = 0
+        self.last_record_wall_ns = 0
+        self.pressure_dumps = 0
+        self.last_pressure_dump = -1e18
+        self.critical_written = False
+        self.samples = 0
+
+    # -- sampling ---------------------------------------------------------------------
+
+    def sample(self) -> Reading | None:
+        host = self.probe.sample()
+        if not host.alive:
+            return None
+        info = self.system.meminfo()
+        effective = _limits.limit_pairs(
+            rss=host.rss, vms=host.vms, data=host.data, configured=self.config.memory_limit,
+            info=info, cgroups=self.system.cgroups(), limits=self.system.rlimits(),
+        )
+        self.growth.add(host.t, host.rss)
+        level = self.grader.update(effective.ratio)
+        reading = Reading(host=host, effective=effective, level=level,
+                          growth=self.growth.slope(),
+                          seconds_to_limit=self._seconds_to_limit(host, effective),
+                          system_available=info.get("MemAvailable"), psi=self.system.psi())
+        self.timeline.append((host.t, host.rss, effective.ratio))
+        while self.timeline and self.timeline[0][0] < host.t - TIMELINE_SECONDS:
+            self.timeline.popleft()
+        self.samples += 1
+        self._note_records(host)
+        self._write_status(reading)
+        self.last = reading
+        return reading
+
+    def _seconds_to_limit(self, host: HostSample, effective: _limits.EffectiveLimit
+                          ) -> float | None:
+        if effective.winner is None:
+            return None
+        # Remaining headroom of the winning pair, crossed at the RSS growth rate.
+        slope = self.growth.slope()
+        if slope <= 0:
+            return None
+        return max(0.0, (effective.winner.limit - effective.winner.usage) / slope)
+
+    def _note_records(self, host: HostSample) -> None:
+        records = _ring.newest_index(self.words, self.header.slot_count) + 1
+        if records != self.records:
+            self.records = records
+            self.last_record_wall_ns = host.wall_ns
+            self.words[_ring.W_LAST_RECORD_NS] = host.wall_ns
+            self.words[_ring.W_RECORDS] = records
+
+    def _write_status(self, r: Reading) -> None:
+        raw = _ring.encode_status(
+            int(r.level), r.effective.ratio, r.host.rss, r.host.rss_anon, r.effective.limit,
+            r.growth, r.seconds_to_limit, r.effective.source, r.host.wall_ns, self.samples)
+        seq = self.words[_ring.W_STATUS_SEQ]
+        self.words[_ring.W_STATUS_SEQ] = seq | 1
+        self.buf[_ring.STATUS_AT : _ring.STATUS_AT + len(raw)] = raw
+        self.words[_ring.W_STATUS_SEQ] = (seq | 1) + 1
+
+    # -- dumps while the host lives ---------------------------------------------------
+
+    def maybe_pressure_dump(self, previous: PressureLevel, reading: Reading) -> None:
+        level = reading.level
+        if level <= previous or level < PressureLevel.HARD:
+            return
+        now = time.monotonic()
+        first_critical = level == PressureLevel.CRITICAL and not self.critical_written
+        within_budget = (self.pressure_dumps < self.config.max_dumps
+                         and now - self.last_pressure_dump >= self.config.dump_cooldown)
+        if not (first_critical or within_budget):
+            return
+        name = self.dump(level.label, reading)
+        if name is not None:
+            self.pressure_dumps += 1
+            self.last_pressure_dump = now
+            if level == PressureLevel.CRITICAL:
+                self.critical_written = True
+
+    def answer_requests(self) -> None:
+        request = self.words[_ring.W_REQUEST]
+        if request <= self.words[_ring.W_REQUEST_DONE]:
+            return
+        reading = self.sample() or self.last
+        name = None
+        if reading is not None:
+            reason = _request_reason(self.buf) or "manual"
+            name = self.dump("manual", reading, reason=reason)
+        self._set_last_dump(name or "")
+        self.words[_ring.W_REQUEST_DONE] = request
+
+    def dump(self, trigger: str, reading: Reading, reason: str | None = None) -> str | None:
+        image = _ring.RingImage(bytes(self.buf), live=None)
+        name = self.writer.write_live(trigger, reading, image, self._timeline(reading.host.t),
+                                      self.last_record_wall_ns, reason=reason)
+        if name is not None:
+            self._set_last_dump(name)
+            self.words[_ring.W_DUMPS] += 1
+        return name
+
+    def _set_last_dump(self, name: str) -> None:
+        raw = name.encode()[: _ring.DUMP_NAME_SIZE - 1].ljust(_ring.DUMP_NAME_SIZE, b"\0")
+        self.buf[_ring.DUMP_NAME_AT : _ring.DUMP_NAME_AT + _ring.DUMP_NAME_SIZE] = raw
+
+    def _timeline(self, now: float) -> list[tuple[float, int, float]]:
+        return [(t - now, rss, ratio) for t, rss, ratio in self.timeline]
+
+    # -- the end ------------------------------------------------------------------------
+
+    def host_ended(self) -> int:
+        """The host is gone: judge how, write the postmortem if it was unclean."""
+        status = _attribution.read_wait_status(self.host_pid)  # first: the zombie may go soon
+        image_bytes = bytes(self.buf)
+        image = _ring.RingImage(image_bytes)
+        verdict = _attribution.judge(
+            stopped=image.stopped, exiting=image.exiting, exception=image.exception,
+            wait_status=status, oom_before=self.oom_before,
+            oom_after=_attribution.oom_kill_counters(self.host_pid),
+            last_ratio=self.last.effective.ratio if self.last else None,
+        )
+        if not verdict.clean:
+            path = self.writer.write_postmortem(
+                verdict, self.last, image, image_bytes,
+                self._timeline(time.monotonic()), self.last_record_wall_ns)
+            if path is not None:
+                print(f"watchdog-core: postmortem written to {path}", file=sys.stderr,
+                      flush=True)
+        self.close()
+        _shm.unlink_segment(self.shm_name)
+        self.writer.prune()
+        return 0
+
+    def close(self) -> None:
+        self.words.release()
+        self.buf.release()
+        self.mapping.close()
+
+    def run(self) -> int:
+        poller = select.poll()
+        if self.pidfd >= 0:
+            poller.register(self.pidfd, select.POLLIN)
+        if self.ctl >= 0:
+            poller.register(self.ctl, select.POLLIN)
+        channel_open = self.ctl >= 0
+        next_sample = time.monotonic()
+        while True:
+            timeout = max(0.0, next_sample - time.monotonic())
+            host_gone = False
+            for fd, _ in poller.poll(timeout * 1000):
+                if fd == self.pidfd:
+                    host_gone = True
+                elif fd == self.ctl:
+                    data = _read_nonblocking(self.ctl)
+                    if not data:
+                        poller.unregister(self.ctl)
+                        channel_open = False
+                        if self.pidfd < 0:
+                            host_gone = _wait_gone(self.host_pid, self.words)
+            if host_gone:
+                return self.host_ended()
+            if not channel_open and self.words[_ring.W_FLAGS] & _ring.FLAG_STOPPED:
+                # stop(): the host lives on and has asked us to go. No postmortem.
+                self.close()
+                _shm.unlink_segment(self.shm_name)
+                return 0
+            self.answer_requests()
+            if time.monotonic() >= next_sample:
+                previous = self.grader.level
+                reading = self.sample()
+                if reading is None:  # gone between two polls (no pidfd)
+                    if self.pidfd < 0:
+                        return self.host_ended()
+                else:
+                    self.maybe_pressure_dump(previous, reading)
+                next_sample += self.interval
+                if next_sample < time.monotonic():  # we fell behind: do not burst
+                    next_sample = time.monotonic() + self.interval
+
+
+def _request_reason(buf: memoryview) -> str | None:
+    raw = bytes(buf[_ring.REASON_AT : _ring.REASON_AT + _ring.REASON_SIZE])
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace") or None
+
+
+def _read_nonblocking(fd: int) -> bytes:
+    try:
+        return os.read(fd, 4096)
+    except BlockingIOError:
+        return b"r"
+    except OSError:
+        return b""
+
+
+def _wait_gone(pid: int, words: memoryview, timeout: float = 30.0) -> bool:
+    """Without a pidfd: EOF came; wait (bounded) for the host to be gone unless stopped."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if words[_ring.W_FLAGS] & _ring.FLAG_STOPPED:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        if _attribution.read_wait_status(pid) is not None:
+            return True
+        time.sleep(0.01)
+    return True
+
+
+def _close_inherited(keep: set[int]) -> None:
+    """Close every descriptor but stdio and ours: an inherited pipe end would keep some
+    other process waiting for EOF as long as we live."""
+    try:
+        fds = [int(n) for n in os.listdir("/proc/self/fd")]
+    except OSError:
+        return
+    for fd in fds:
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _lower_oom_priority() -> None:
+    # The watchdog is tiny; it must never be the OOM killer's pick instead of the host,
+    # and it must outlive the host to write the postmortem. Needs CAP_SYS_RESOURCE to
+    # go below 0: where that is refused, the default stays.
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("-900")
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    if sys.path and sys.path[0] in ("", os.getcwd()):  # Python 3.10 has no -P
+        del sys.path[0]
+    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    _close_inherited({args.pidfd, args.ctl})
+    _lower_oom_priority()
+    if args.ctl >= 0:
+        os.set_blocking(args.ctl, False)
+    suggestions = {}
+    for item in args.suggestion:
+        level, _, text = item.partition("=")
+        suggestions[level] = text
+    try:
+        watcher = Watcher(args.shm, args.pidfd, args.ctl, suggestions)
+    except (OSError, ValueError) as exc:
+        print(f"watchdog-core: cannot attach to ring {args.shm}: {exc}", file=sys.stderr)
+        return 2
+    return watcher.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

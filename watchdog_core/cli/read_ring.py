@@ -1,0 +1,112 @@
+"""``watchdog-core read-ring TARGET``: decode a live or saved ring (SPEC 10)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+from typing import TextIO
+
+from .. import _ring, _shm
+from .._config import validate_session_id
+from . import UsageError
+
+NAME = "read-ring"
+HELP = "decode a ring: a saved .ring file, a session id, or a shared-memory segment name"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", help=".ring file, session id, or segment name")
+    parser.add_argument("--last", type=int, default=20, metavar="N",
+                        help="show the newest N slots (default 20; 0 for the header only)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def load(target: str) -> tuple[str, _ring.RingImage]:
+    """(description, decoded image) for a file path, segment name or session id."""
+    if os.path.sep in target or target.endswith(".ring") or os.path.isfile(target):
+        return target, _ring.RingImage(_read_file(target))
+    if target.startswith(_shm.PREFIX):
+        try:
+            _shm.parse_segment_name(target)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return target, _open_live(target)
+    try:
+        validate_session_id(target, "session id")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    names = [n for n in _shm.list_segments() if _shm.parse_segment_name(n)[0] == target]
+    if not names:
+        raise UsageError(f"no live ring for session {target!r} and no such file")
+    if len(names) > 1:
+        raise UsageError(f"session {target!r} has {len(names)} live rings: {', '.join(names)}; "
+                         "name one")
+    return names[0], _open_live(names[0])
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise UsageError(f"no such file: {path}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _open_live(name: str) -> _ring.RingImage:
+    try:
+        mapping = _shm.open_segment(name)
+    except FileNotFoundError:
+        raise UsageError(f"no such segment: {name}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot open segment {name}: {exc}") from None
+    view = memoryview(mapping)
+    # A copy to decode from, and the live view to re-check each slot's sequence against.
+    return _ring.RingImage(bytes(view), live=view)
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    if args.last < 0:
+        raise UsageError("--last must be >= 0")
+    try:
+        source, image = load(args.target)
+        slots, torn = image.slots(last=args.last) if args.last else ([], 0)
+    except _ring.RingError as exc:
+        raise UsageError(f"{args.target}: {exc}") from None
+    if args.json:
+        document = {"source": source, "header": image.header_dict(),
+                    "slots": [s.as_dict() for s in slots], "torn": torn}
+        out.write(json.dumps(document, indent=2, allow_nan=False, default=str) + "\n")
+        return 0
+    _print_text(source, image, slots, torn, out)
+    return 0
+
+
+def _print_text(source: str, image: _ring.RingImage, slots: list[_ring.Slot], torn: int,
+                out: TextIO) -> None:
+    created = _dt.datetime.fromtimestamp(image.created_unix_ns / 1e9, tz=_dt.timezone.utc)
+    w = out.write
+    w(f"ring      {source}\n")
+    w(f"session   {image.session_id}   host pid {image.host_pid}   "
+      f"watchdog pid {image.watchdog_pid or '-'}\n")
+    w(f"created   {created:%Y-%m-%d %H:%M:%S} UTC   slots {image.slot_count}   "
+      f"interval {image.interval}s\n")
+    w(f"flags     {', '.join(_ring.flag_names(image.flags)) or '-'}"
+      + (f"   exception {image.exception}" if image.exception else "") + "\n")
+    w(f"activity  {image.last_label or '-'}\n")
+    status = image.status
+    if status:
+        limit = status["heapLimit"]
+        w(f"status    {status['level']}   ratio {status['ratio']:.3f}   rss {status['rss']}   "
+          f"limit {limit if limit else '-'} ({status['limitSource']})\n")
+    w(f"stats     {', '.join(image.names) or '-'}\n")
+    w(f"dir       {image.diagnostics_dir}\n")
+    if slots or torn:
+        w(f"slots     newest {len(slots)} shown, {torn} torn skipped\n")
+    for slot in slots:
+        label = f" [{slot.label}]" if slot.label is not None else ""
+        values = " ".join(f"{k}={v}" for k, v in slot.values.items())
+        w(f"  #{slot.index} {slot.kind}{label} {values}\n")
