@@ -25,8 +25,9 @@ class _Model(BaseModel):
 
 
 class MemoryInfo(_Model):
-    rss: int = Field(description="host resident set size, bytes")
-    heap_used: int = Field(description="anonymous resident memory (RssAnon), bytes")
+    rss: int | None = Field(description="host resident set size, bytes; null if the "
+                                        "host died before the first sample")
+    heap_used: int | None = Field(description="anonymous resident memory (RssAnon), bytes")
     heap_limit: int | None = Field(description="the effective limit, bytes")
     ratio: float = Field(description="highest usage/limit ratio over every known limit")
     limit_source: str = Field(description="configured, ram, available, cgroup-v2, cgroup-v1, "

@@ -154,7 +154,8 @@ class DumpWriter:
 
     def _memory(self, reading: Reading | None) -> MemoryInfo:
         if reading is None:
-            return MemoryInfo(rss=0, heap_used=0, heap_limit=None, ratio=0.0, limit_source="none")
+            return MemoryInfo(rss=None, heap_used=None, heap_limit=None, ratio=0.0,
+                              limit_source="none")
         e = reading.effective
         return MemoryInfo(
             rss=reading.host.rss, heap_used=reading.host.rss_anon, heap_limit=e.limit,

@@ -1,0 +1,94 @@
+"""Shared fixtures: real host processes driven through pipes, never sleeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST_PROGRAM = Path(__file__).resolve().parent / "integration" / "host_program.py"
+
+
+class Host:
+    """A real host process running tests/integration/host_program.py.
+
+    The program prints ``ready {json}`` once its watchdog is up and its stats are
+    recorded, then obeys one command line on stdin. ``finish()`` returns only when
+    both the host and its watchdog have exited: the watchdog inherits the host's
+    stderr, so EOF there means the watchdog is gone too.
+    """
+
+    def __init__(self, directory: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+        full_env.pop("WATCHDOG_CORE_DISABLE", None)
+        full_env.update(env or {})
+        self.directory = directory
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HOST_PROGRAM), str(directory), *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=full_env, text=True,
+        )
+        self.info: dict[str, object] = {}
+        self.stdout = ""
+        self.stderr = ""
+
+    def wait_ready(self, timeout: float = 30.0) -> dict[str, object]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("ready "):
+            self.proc.kill()
+            out, err = self.proc.communicate(timeout=timeout)
+            raise AssertionError(f"host did not become ready: {line!r} {out!r} {err!r}")
+        self.info = json.loads(line[len("ready ") :])
+        return self.info
+
+    def send(self, command: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+
+    def finish(self, timeout: float = 60.0) -> int:
+        out, err = self.proc.communicate(timeout=timeout)
+        self.stdout += out
+        self.stderr += err
+        return self.proc.returncode
+
+    def dumps(self) -> list[dict[str, object]]:
+        if not self.directory.exists():
+            return []
+        return [json.loads(p.read_text()) for p in sorted(self.directory.glob("*.json"))]
+
+
+@pytest.fixture
+def diag_dir(tmp_path: Path) -> Path:
+    return tmp_path / "diag"
+
+
+@pytest.fixture
+def start_host(diag_dir: Path):  # type: ignore[no-untyped-def]
+    hosts: list[Host] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, directory: Path | None = None
+              ) -> Host:
+        host = Host(directory or diag_dir, *args, env=env)
+        hosts.append(host)
+        return host
+
+    yield start
+    for host in hosts:
+        if host.proc.poll() is None:
+            host.proc.kill()
+        try:
+            host.proc.communicate(timeout=30)
+        except (subprocess.TimeoutExpired, ValueError):
+            pass
+
+
+def segment_exists(name: str) -> bool:
+    return Path("/dev/shm", name).exists()

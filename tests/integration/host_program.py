@@ -1,0 +1,119 @@
+"""A real host for the integration tests: python host_program.py DIR [OPTIONS].
+
+Starts a watchdog, records the stats given with --stats (JSON), marks --label,
+prints ``ready {json}`` and then runs one command read from stdin:
+
+  kill      SIGKILL itself            stop     wd.stop() then exit 0
+  exit0     return normally           exit N   sys.exit(N)
+  raise     unhandled ValueError      dump     wd.dump() and print its path, then wait again
+  fork      fork a child that records into its own handle, then wait again
+  pressure  allocate until critical (or --oscillate rounds), then wait again
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("dir")
+    parser.add_argument("--session", default=None)
+    parser.add_argument("--stats", default="{}")
+    parser.add_argument("--label", default=None)
+    parser.add_argument("--limit", default=None)
+    parser.add_argument("--interval", type=float, default=0.05)
+    parser.add_argument("--max-dumps", type=int, default=3)
+    parser.add_argument("--cooldown", type=float, default=30.0)
+    parser.add_argument("--slots", type=int, default=4096)
+    parser.add_argument("--no-wait", action="store_true",
+                        help="print ready at once, not after the watchdog's first sample")
+    args = parser.parse_args()
+
+    from watchdog_core import start_watchdog
+
+    wd = start_watchdog(session_id=args.session, diagnostics_dir=args.dir,
+                        memory_limit=args.limit, interval=args.interval,
+                        max_dumps_per_session=args.max_dumps, dump_cooldown=args.cooldown,
+                        ring_slots=args.slots)
+    stats = json.loads(args.stats)
+    if stats:
+        wd.record(**stats)
+    if args.label is not None:
+        wd.mark(args.label)
+    deadline = time.monotonic() + 30
+    while not args.no_wait and wd.status() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    ready = {"pid": os.getpid(), "shm": wd.shm_name, "session": wd.session_id,
+             "watchdog_pid": wd._process.pid if wd._process else None}
+    print("ready " + json.dumps(ready), flush=True)
+    hold: list[bytearray] = []
+    for line in sys.stdin:
+        command, *rest = line.split()
+        if command == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif command == "stop":
+            wd.stop()
+            return
+        elif command == "exit0":
+            return
+        elif command == "exit":
+            sys.exit(int(rest[0]))
+        elif command == "raise":
+            raise ValueError("a secret message that must never reach a dump")
+        elif command == "dump":
+            path = wd.dump()
+            print(f"dumped {path}", flush=True)
+        elif command == "record":
+            wd.record(**json.loads(rest[0]))
+            print("recorded", flush=True)
+        elif command == "fork":
+            fork_child(wd, args.dir)
+        elif command == "pressure":
+            pressure(wd, hold, int(rest[0]) if rest else 1)
+        else:
+            print(f"unknown command {command}", flush=True)
+
+
+def fork_child(wd, directory: str) -> None:  # type: ignore[no-untyped-def]
+    pid = os.fork()
+    if pid == 0:
+        # The inherited handle must write nothing into the parent's ring.
+        wd.record(historyEntries=-1, childOnly=1)
+        wd.mark("child")
+        from watchdog_core import start_watchdog
+
+        own = start_watchdog(diagnostics_dir=directory)
+        own.record(childSession=1)
+        same = own is wd
+        own.stop()
+        os._exit(3 if same else 0)
+    _, status = os.waitpid(pid, 0)
+    print(f"child {os.waitstatus_to_exitcode(status)}", flush=True)
+
+
+def pressure(wd, hold: list[bytearray], rounds: int) -> None:  # type: ignore[no-untyped-def]
+    """Allocate until the watchdog grades critical; with rounds > 1, drop back to
+    normal in between so each round is a new escalation."""
+    from watchdog_core import PressureLevel
+
+    for r in range(rounds):
+        wd.mark(f"pressure:{r}")
+        while wd.level < PressureLevel.CRITICAL:
+            hold.append(bytearray(b"x") * (4 * 1024 * 1024))
+            wd.record(historyEntries=len(hold))
+            time.sleep(0.01)
+        if r + 1 < rounds:
+            hold.clear()
+            while wd.level > PressureLevel.NORMAL:
+                time.sleep(0.01)
+    print(f"level {wd.level.label}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
