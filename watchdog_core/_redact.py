@@ -86,7 +86,12 @@ def _is_python(executable: str) -> bool:
 
 def _before_script(argv: list[str], position: int) -> bool:
     # `-c` is the interpreter's own option only before a script or -m has been named.
+    skip = False
     for arg in argv[1:position]:
-        if not arg.startswith("-") or arg == "-m":
+        if skip:
+            skip = False
+        elif arg in ("-X", "-W"):  # options whose value is the next argument
+            skip = True
+        elif not arg.startswith("-") or arg == "-m":
             return False
-    return True
+    return not skip

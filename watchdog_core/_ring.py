@@ -309,9 +309,24 @@ class RingImage:
         """Decode ``data``. With ``live`` (the segment itself), each slot's sequence is
         re-read after copying it, so a slot rewritten during the read counts as torn."""
         self._data = memoryview(data)
+        self._live = live
         self._live_words = live.cast("Q") if live is not None else None
         self._validate_header()
         self._decode_header()
+
+    def release(self) -> None:
+        """Drop the views of the data and the live segment (so a mapping can close)."""
+        if self._live_words is not None:
+            self._live_words.release()
+            self._live_words = None
+        self._live = None
+        self._data.release()
+
+    def __enter__(self) -> RingImage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     # header ---------------------------------------------------------------------
 
@@ -405,12 +420,13 @@ class RingImage:
         be right) is counted and skipped, never returned as data.
         """
         data = self._data
-        live = self._live_words
+        live, live_words = self._live, self._live_words
         words = data.cast("Q")
         seqs = sorted(
             ((int(words[HEADER_WORDS + k * SLOT_WORDS]), k) for k in range(self.slot_count)),
             reverse=True,
         )
+        words.release()
         out: list[Slot] = []
         torn = 0
         for seq, k in seqs:
@@ -419,11 +435,19 @@ class RingImage:
             if last is not None and len(out) >= last:
                 break
             at = HEADER_SIZE + k * SLOT_SIZE
-            raw = bytes(data[at : at + SLOT_SIZE])
-            if live is not None:
-                seq = int(live[HEADER_WORDS + k * SLOT_WORDS])
-            now = int.from_bytes(raw[:8], "little")
-            slot = self._decode_slot(raw, now) if seq == now else None
+            if live is not None and live_words is not None:
+                # The seqlock protocol: sequence, payload, sequence again, all from the
+                # live segment; a changed or odd sequence means a writer was there.
+                word = HEADER_WORDS + k * SLOT_WORDS
+                before = int(live_words[word])
+                raw = bytes(live[at : at + SLOT_SIZE])
+                after = int(live_words[word])
+                whole = before == after == int.from_bytes(raw[:8], "little")
+            else:
+                raw = bytes(data[at : at + SLOT_SIZE])
+                after = int.from_bytes(raw[:8], "little")
+                whole = True
+            slot = self._decode_slot(raw, after) if whole else None
             if slot is None or slot.index % self.slot_count != k:
                 torn += 1
                 continue

@@ -36,9 +36,13 @@ class StoreError(OSError):
     """The directory cannot be used (symlink, foreign owner, not writable, full)."""
 
 
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+
+
 def dump_timestamp(wall_ns: int) -> tuple[str, str]:
     """(name part ``20261125T174001.123456Z``, ISO ``2026-11-25T17:40:01.123456Z``)."""
-    t = _dt.datetime.fromtimestamp(wall_ns // 1000 / 1e6, tz=_dt.timezone.utc)
+    # Integer microseconds: a float of seconds since 1970 cannot hold them exactly.
+    t = _EPOCH + _dt.timedelta(microseconds=wall_ns // 1000)
     return t.strftime("%Y%m%dT%H%M%S.%fZ"), t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

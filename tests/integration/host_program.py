@@ -54,7 +54,7 @@ def main() -> None:
     print("ready " + json.dumps(ready), flush=True)
     hold: list[bytearray] = []
     for line in sys.stdin:
-        command, *rest = line.split()
+        command, *rest = line.split(maxsplit=1)
         if command == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
         elif command == "stop":

@@ -1,0 +1,64 @@
+"""Pressure dumps: one per escalation to hard/critical, within the budget (SPEC 5)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def _pressure_dumps(host) -> list[dict]:  # type: ignore[no-untyped-def]
+    return [d for d in host.dumps() if d["trigger"] in ("hard", "critical")]
+
+
+def test_crossing_hard_then_critical_writes_one_dump_each(start_host) -> None:
+    host = start_host("--limit", "160MiB", "--stats", json.dumps({"historyEntries": 0}))
+    host.wait_ready()
+    host.send("pressure 1")
+    assert host.proc.stdout is not None
+    assert host.proc.stdout.readline().strip() == "level critical"
+    host.send("stop")
+    assert host.finish() == 0
+    dumps = _pressure_dumps(host)
+    assert [d["trigger"] for d in dumps] == ["hard", "critical"]
+    hard, critical = dumps
+    assert hard["level"] == "hard" and hard["memory"]["ratio"] >= 0.65
+    assert critical["memory"]["ratio"] >= 0.80
+    assert critical["memory"]["limitSource"] == "configured"
+    assert critical["memory"]["heapLimit"] == 160 * 1024 * 1024
+    assert critical["session"]["historyEntries"] > 0
+    assert critical["lastActivity"] == "pressure:0"
+    assert critical["host"]["alive"] is True
+    assert critical["collectionComplete"] is True
+    assert "heap_used_ratio_high" in critical["risks"]
+    assert critical["suggestion"]
+    assert critical["timeline"] and critical["timeline"][-1]["t"] <= 0
+    assert len(host.dumps()) == 2  # stop() added no postmortem
+
+
+@pytest.mark.parametrize("max_dumps", [1, 2, 3])
+def test_repeated_escalations_respect_the_budget(start_host, max_dumps: int) -> None:
+    """Three escalations with no cooldown: at most max_dumps pressure dumps, except that
+    the first escalation to critical is always written."""
+    host = start_host("--limit", "160MiB", "--max-dumps", str(max_dumps), "--cooldown", "0")
+    host.wait_ready()
+    host.send("pressure 3")
+    assert host.proc.stdout is not None
+    assert host.proc.stdout.readline().strip() == "level critical"
+    host.send("stop")
+    assert host.finish() == 0
+    triggers = [d["trigger"] for d in _pressure_dumps(host)]
+    # Round 1 writes hard (budget) and critical (always the first critical).
+    assert triggers[:2] == ["hard", "critical"]
+    assert len(triggers) == max(max_dumps, 2)
+
+
+def test_cooldown_suppresses_dumps_inside_it(start_host) -> None:
+    host = start_host("--limit", "160MiB", "--max-dumps", "5", "--cooldown", "3600")
+    host.wait_ready()
+    host.send("pressure 3")
+    assert host.proc.stdout is not None
+    assert host.proc.stdout.readline().strip() == "level critical"
+    host.send("stop")
+    host.finish()
+    assert [d["trigger"] for d in _pressure_dumps(host)] == ["hard", "critical"]
