@@ -124,15 +124,14 @@ def judge(*, stopped: bool, exiting: bool, exception: str | None, wait_status: i
     sig: int | None = None
     if wait_status is None:
         ev.append("/proc stat: exit status not readable (already reaped)")
+    elif wait_status & 0x7F:
+        sig = wait_status & 0x7F
+        v.signal = _signal_name(sig)
+        ev.append(f"/proc stat: killed by {v.signal}"
+                  + (" (core dumped)" if wait_status & 0x80 else ""))
     else:
-        if wait_status & 0x7F:
-            sig = wait_status & 0x7F
-            v.signal = _signal_name(sig)
-            ev.append(f"/proc stat: killed by {v.signal}"
-                      + (" (core dumped)" if wait_status & 0x80 else ""))
-        else:
-            v.exit_code = (wait_status >> 8) & 0xFF
-            ev.append(f"/proc stat: exit status {v.exit_code}")
+        v.exit_code = (wait_status >> 8) & 0xFF
+        ev.append(f"/proc stat: exit status {v.exit_code}")
     risen = sorted(src for src, n in oom_after.items() if n > oom_before.get(src, n))
     for src in risen:
         ev.append(f"{src}: oom_kill {oom_before[src]} -> {oom_after[src]}")

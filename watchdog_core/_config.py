@@ -61,8 +61,8 @@ def parse_size(value: object, what: str = "memory_limit") -> int:
         size = value
     elif isinstance(value, float) and value.is_integer():
         size = int(value)
-    elif isinstance(value, str) and (size := _parse_size_string(value)) is not None:
-        pass
+    elif isinstance(value, str) and (parsed := _parse_size_string(value)) is not None:
+        size = parsed
     else:
         raise ValueError(f"{what} must be a number of bytes or a size string, got {value!r}")
     if size <= 0:
@@ -195,8 +195,9 @@ class SessionConfig:
         self.diagnostics_dir = os.path.abspath(path)
         if len(os.fsencode(self.diagnostics_dir)) > 4095:
             raise ValueError("diagnostics_dir is longer than 4095 bytes")
-        self.interval = _positive(interval, "interval")
-        if not 0.01 <= float(interval) <= 60:
+        _positive(interval, "interval")
+        self.interval = float(interval)
+        if not 0.01 <= self.interval <= 60:
             raise ValueError(f"interval must be within [0.01, 60] seconds, got {interval!r}")
         self.memory_limit = None if memory_limit is None else parse_size(memory_limit)
         soft, hard, critical = check_thresholds(soft, hard, critical)

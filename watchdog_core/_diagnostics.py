@@ -94,7 +94,8 @@ class WatchdogInfo(_Model):
 
 
 class Diagnostics(_Model):
-    schema_: Literal["watchdog-core/diagnostics/v1"] = Field(SCHEMA_ID, alias="schema")
+    schema_: Literal["watchdog-core/diagnostics/v1"] = Field(
+        "watchdog-core/diagnostics/v1", alias="schema")
     timestamp: str
     session_id: str
     trigger: Trigger

@@ -142,11 +142,11 @@ class Watchdog:
                 raise TypeError(f"recorder takes {count} values ({', '.join(names)}), "
                                 f"got {len(new)}")
             if not number_types.issuperset(map(type, new)):
-                new = tuple(_coerce(n, v) for n, v in zip(names, new))
+                new = tuple(_coerce(n, v) for n, v in zip(names, new, strict=True))
             if contiguous:
                 values[first:end] = new
             else:
-                for column, value in zip(columns, new):
+                for column, value in zip(columns, new, strict=True):
                     values[column] = value
             i = next(counter)
             s = _HEADER_WORDS + (i % slot_count) * _SLOT_WORDS
@@ -166,7 +166,7 @@ class Watchdog:
 
         Labels are cut to 64 UTF-8 bytes. Choose them yourself: they land in dumps.
         """
-        raw = self._labels.get(label)  # type: ignore[arg-type]
+        raw = self._labels.get(label)
         if raw is None:
             if not isinstance(label, str):
                 raise TypeError(f"mark() takes a str label, got {type(label).__name__}")

@@ -52,7 +52,8 @@ class LevelGrader:
     def update(self, ratio: float) -> PressureLevel:
         raw = PressureLevel.NORMAL
         for level, threshold in zip(
-            (PressureLevel.SOFT, PressureLevel.HARD, PressureLevel.CRITICAL), self.thresholds
+            (PressureLevel.SOFT, PressureLevel.HARD, PressureLevel.CRITICAL), self.thresholds,
+            strict=True,
         ):
             if ratio >= threshold:
                 raw = level

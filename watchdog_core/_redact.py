@@ -17,12 +17,12 @@ from __future__ import annotations
 import re
 
 REDACTED = "<redacted>"
-_SECRET_WORD = r"(?:pass(?:word|wd|phrase)?|secret|token|api[-_]?key|access[-_]?key|" \
+_SENSITIVE = r"(?:pass(?:word|wd|phrase)?|secret|token|api[-_]?key|access[-_]?key|" \
                r"private[-_]?key|auth(?:orization)?|credentials?|cookie|session[-_]?key|" \
                r"client[-_]?secret|signature|[a-z0-9]*[-_]key)"
-_OPTION = re.compile(rf"^(--?[a-z0-9_-]*{_SECRET_WORD}[a-z0-9_-]*)(=)(.*)$", re.IGNORECASE)
-_OPTION_ALONE = re.compile(rf"^--?[a-z0-9_-]*{_SECRET_WORD}[a-z0-9_-]*$", re.IGNORECASE)
-_ASSIGNMENT = re.compile(rf"^([A-Za-z_][A-Za-z0-9_]*{_SECRET_WORD}[A-Za-z0-9_]*)=(.+)$",
+_OPTION = re.compile(rf"^(--?[a-z0-9_-]*{_SENSITIVE}[a-z0-9_-]*)(=)(.*)$", re.IGNORECASE)
+_OPTION_ALONE = re.compile(rf"^--?[a-z0-9_-]*{_SENSITIVE}[a-z0-9_-]*$", re.IGNORECASE)
+_ASSIGNMENT = re.compile(rf"^([A-Za-z_][A-Za-z0-9_]*{_SENSITIVE}[A-Za-z0-9_]*)=(.+)$",
                          re.IGNORECASE)
 _ASSIGNMENT_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*_(?:KEY|TOKEN|SECRET|PASSWORD|PASS))=(.+)$",
                              re.IGNORECASE)

@@ -76,9 +76,10 @@ class DumpWriter:
         if name is None:
             return None
         extra = self.probe.expensive_sample()
-        dump.memory.uss = extra["uss"]  # type: ignore[assignment]
-        dump.host.fds = extra["fds"]  # type: ignore[assignment]
-        dump.host.cpu_seconds = extra["cpuSeconds"]
+        uss, fds, cpu = extra["uss"], extra["fds"], extra["cpuSeconds"]
+        dump.memory.uss = int(uss) if uss is not None else None
+        dump.host.fds = int(fds) if fds is not None else None
+        dump.host.cpu_seconds = cpu
         dump.risk_details = self._risks(reading, image, fds=dump.host.fds)
         dump.risks = [r.id for r in dump.risk_details]
         dump.collection_complete = True
@@ -91,7 +92,7 @@ class DumpWriter:
                          last_record_wall_ns: int) -> str | None:
         """The host is dead: the last-known state, how it died, and the ring image."""
         wall_ns = time.time_ns()
-        host_exit = HostExit(kind=verdict.kind, signal=verdict.signal,  # type: ignore[arg-type]
+        host_exit = HostExit(kind=verdict.kind, signal=verdict.signal,
                              exit_code=verdict.exit_code, exception=verdict.exception,
                              evidence=verdict.evidence)
         dump = self._build("host-died", reading, image, timeline, wall_ns, last_record_wall_ns,
@@ -134,9 +135,9 @@ class DumpWriter:
         return Diagnostics(
             timestamp=dump_timestamp(wall_ns)[1],
             session_id=self.session_id,
-            trigger=trigger,  # type: ignore[arg-type]
+            trigger=trigger,
             reason=reason if trigger == "manual" else None,
-            level=level.label,  # type: ignore[arg-type]
+            level=level.label,
             collection_complete=False,
             memory=memory,
             session=dict(newest.values) if newest else {},
@@ -180,7 +181,8 @@ class DumpWriter:
             fd_limit=None, threads=reading.host.threads, swap=reading.host.swap,
             psi_some_avg10=reading.psi.get("some"),
         )
-        return [RiskDetail(**r.as_dict()) for r in risks]  # type: ignore[arg-type]
+        return [RiskDetail(id=r.id, severity=r.severity, message=r.message, value=r.value,
+                           threshold=r.threshold) for r in risks]
 
     def _suggestion(self, level: str, trigger: str, limit_source: str,
                     exit_kind: str | None = None) -> str:

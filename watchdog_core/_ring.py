@@ -12,10 +12,11 @@ This module imports stdlib only: the host loads it in ``start_watchdog()``.
 
 from __future__ import annotations
 
+import _thread
 import itertools
+import math
 import os
 import struct
-import _thread
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -203,7 +204,7 @@ class RingWriter:
             for column, value in enumerate(values):
                 if type(value) is float:
                     mask |= 1 << column
-                elif not -(1 << 63) <= value < 1 << 63:
+                elif not -(1 << 63) <= value < 1 << 63:  # an int: floats were caught above
                     values[column] = _to_float(value)
                     mask |= 1 << column
             self._relayout(mask)
@@ -277,7 +278,7 @@ def _scratch(slot_count: int) -> memoryview:
     return memoryview(mmap.mmap(-1, ring_size(slot_count)))
 
 
-def _to_float(value: int) -> float:
+def _to_float(value: float) -> float:
     try:
         return float(value)
     except OverflowError:
@@ -463,7 +464,8 @@ class RingImage:
             return None
         values = struct.unpack_from("<" + slot_format(count, mask), raw, SLOT_VALUES)
         label = _cstr(raw[SLOT_LABEL : SLOT_LABEL + LABEL_SIZE]) if kind == KIND_MARK else None
-        return Slot(seq // 2 - 1, KIND_NAMES[kind], dict(zip(self.names, values)), label)
+        values_by_name = dict(zip(self.names, values, strict=False))  # count <= len(names)
+        return Slot(seq // 2 - 1, KIND_NAMES[kind], values_by_name, label)
 
     def newest(self) -> Slot | None:
         slots, _ = self.slots(last=1)
@@ -527,7 +529,7 @@ def decode_status(raw: bytes) -> dict[str, object]:
         "heapLimit": limit or None,
         "limitSource": LIMIT_SOURCES[source] if 0 <= source < len(LIMIT_SOURCES) else "none",
         "growthBytesPerSecond": growth,
-        "secondsToLimit": None if to_limit != to_limit else to_limit,  # NaN means "not growing"
+        "secondsToLimit": None if math.isnan(to_limit) else to_limit,  # NaN: "not growing"
         "sampled": sampled_ns / 1e9,
         "samples": samples,
     }

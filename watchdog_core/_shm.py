@@ -12,10 +12,9 @@ opened, listed and removed.
 
 from __future__ import annotations
 
+import _posixshmem
 import mmap
 import os
-
-import _posixshmem
 
 from ._config import validate_session_id
 

@@ -18,7 +18,7 @@ import sys
 import time
 from collections import deque
 
-from . import __version__, _attribution, _levels, _limits, _ring, _shm
+from . import _attribution, _levels, _limits, _ring, _shm
 from ._levels import PressureLevel
 from ._report import DumpWriter, Reading
 from ._sampling import HostProbe, HostSample, SystemProbe

@@ -1,4 +1,7 @@
-"""The throwaway host of ``watchdog-core demo``: python -m watchdog_core.cli._demo_host DIR LIMIT."""
+"""The throwaway host of ``watchdog-core demo``.
+
+python -m watchdog_core.cli._demo_host DIR LIMIT
+"""
 
 from __future__ import annotations
 

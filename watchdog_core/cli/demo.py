@@ -58,20 +58,24 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         import json
 
-        docs = [json.loads(open(os.path.join(directory, n), "rb").read()) for n in names]
+        docs = [json.loads(_read(directory, n)) for n in names]
         out.write(json.dumps(docs, indent=2) + "\n")
         return 0
     for name in names:
         path = os.path.join(directory, name)
         say(f"\n{path}")
         show.run(argparse.Namespace(file=path, json=False), out)
-    postmortem = [n for n in names if load(open(os.path.join(directory, n), "rb").read())
-                  .trigger == "host-died"]
+    postmortem = [n for n in names if load(_read(directory, n)).trigger == "host-died"]
     if postmortem:
         say(f"\nthe postmortem in full ({postmortem[-1]}):")
         with open(os.path.join(directory, postmortem[-1])) as f:
             out.write(f.read())
     return 0
+
+
+def _read(directory: str, name: str) -> bytes:
+    with open(os.path.join(directory, name), "rb") as f:
+        return f.read()
 
 
 def _describe(returncode: int) -> str:
