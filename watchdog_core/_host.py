@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from ._levels import PressureLevel
     from ._spawn import WatchdogProcess
 
-_NUMBER_TYPES = frozenset((int, float, bool))
 _HEADER_WORDS = _ring.HEADER_WORDS
 _SLOT_WORDS = _ring.SLOT_WORDS
 _KIND_RECORD = _ring.KIND_RECORD
@@ -47,21 +46,38 @@ _current: Watchdog | None = None
 _fork_hook_installed = False
 
 
-def _coerce(name: object, value: object) -> int | float:
-    """Slow path for a value that is not exactly int/float/bool."""
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if not isinstance(value, (str, bytes)):
-        index = getattr(type(value), "__index__", None)  # numpy integers
-        if index is not None:
-            return int(index(value))
-        import numbers
+def _bind_record(w: _ring.RingWriter) -> Callable[..., None]:
+    """Build the handle's ``record``: a closure, so a call pays no method binding and
+    reads the writer's fixed parts from cells (SPEC 9; benchmarks/run.py)."""
+    counter = w.counter
+    slot_count = w.slot_count
+    header_words, slot_words, kind = _HEADER_WORDS, _SLOT_WORDS, _KIND_RECORD
 
-        if isinstance(value, numbers.Real):  # numpy floats, Fraction
-            return float(value)
-    raise TypeError(f"stat {name!s} must be an int or float, got {type(value).__name__}")
+    def record(**stats: int | float) -> None:
+        """Record numeric session stats; one ring slot with the full current state.
+
+        Values are ints (stored as int64, exact) or floats (float64); bools count as
+        ints. A non-number raises ``TypeError``, a 33rd distinct name ``ValueError``.
+        """
+        i = next(counter)
+        s = header_words + (i % slot_count) * slot_words
+        words = w.words
+        words[s] = 2 * i + 1
+        pack, mask, count = w.layout
+        names = tuple(stats)
+        if names == w.names_tuple:
+            # These names are every column, in order: pack straight from the arguments
+            # (struct checks the types) and carry them forward only once that worked.
+            try:
+                pack(w.buf, (s << 3) + 8, mask, count, kind, *stats.values())
+                w.last = stats  # the carried state, unpacked only when a slow path needs it
+            except struct.error:
+                w.write_checked(s, i, names, tuple(stats.values()), kind)
+        else:
+            w.write_checked(s, i, names, tuple(stats.values()), kind)
+        words[s] = 2 * i + 2
+
+    return record
 
 
 class Watchdog:
@@ -81,6 +97,7 @@ class Watchdog:
         self.disabled_reason = disabled_reason
         self._config = config
         self._w = writer
+        self.record: Callable[..., None] = _bind_record(writer)
         self._process = process
         self._pid = os.getpid()
         self._stopped = False
@@ -89,74 +106,39 @@ class Watchdog:
 
     # -- hot path ----------------------------------------------------------------------
 
-    def record(self, **stats: int | float) -> None:
-        """Record numeric session stats; one ring slot with the full current state.
-
-        Values are ints (stored as int64, exact) or floats (float64); bools count as
-        ints. A non-number raises ``TypeError``, a 33rd distinct name ``ValueError``.
-        """
-        w = self._w
-        if not _NUMBER_TYPES.issuperset(map(type, stats.values())):
-            stats = {k: _coerce(k, v) for k, v in stats.items()}
-        index = w.index
-        values = w.values
-        for name, value in stats.items():
-            column = index.get(name)
-            if column is None:
-                column = w.add_name(name)
-            values[column] = value
-        i = next(w.counter)
-        s = _HEADER_WORDS + (i % w.slot_count) * _SLOT_WORDS
-        words = w.words
-        words[s] = 2 * i + 1
-        try:
-            w.pack(w.buf, (s << 3) + 8, w.mask, len(values), _KIND_RECORD, *values)
-        except struct.error:
-            w.repair()
-            w.pack(w.buf, (s << 3) + 8, w.mask, len(values), _KIND_RECORD, *values)
-        words[s] = 2 * i + 2
-
     def recorder(self, *names: str) -> Callable[..., None]:
         """A fast recorder for fixed stat names: ``rec = wd.recorder("a", "b"); rec(1, 2)``.
 
         The layout is decided here, once (structlog's lesson); each call then writes
-        one slot, exactly like ``record(a=1, b=2)``.
+        one slot, exactly like ``record(a=1, b=2)``. Fastest when its names are all the
+        session's stats, in the order they were first recorded.
         """
         if not names:
             raise ValueError("recorder() needs at least one stat name")
         if len(set(names)) != len(names):
             raise ValueError(f"recorder() got a stat name twice: {names!r}")
         w = self._w
-        columns = [w.add_name(name) for name in names]
-        count = len(columns)
-        first = columns[0]
-        contiguous = columns == list(range(first, first + count))
-        end = first + count
-        values = w.values
-        number_types = _NUMBER_TYPES
+        w.columns_for(names)
+        count = len(names)
+        owns_from_zero = w.runs.get(names) == (0, count)
         slot_count = w.slot_count
         counter = w.counter
+        header_words, slot_words, kind = _HEADER_WORDS, _SLOT_WORDS, _KIND_RECORD
 
         def record_positional(*new: int | float) -> None:
-            if len(new) != count:
-                raise TypeError(f"recorder takes {count} values ({', '.join(names)}), "
-                                f"got {len(new)}")
-            if not number_types.issuperset(map(type, new)):
-                new = tuple(_coerce(n, v) for n, v in zip(names, new, strict=True))
-            if contiguous:
-                values[first:end] = new
-            else:
-                for column, value in zip(columns, new, strict=True):
-                    values[column] = value
             i = next(counter)
-            s = _HEADER_WORDS + (i % slot_count) * _SLOT_WORDS
+            s = header_words + (i % slot_count) * slot_words
             words = w.words
             words[s] = 2 * i + 1
-            try:
-                w.pack(w.buf, (s << 3) + 8, w.mask, len(values), _KIND_RECORD, *values)
-            except struct.error:
-                w.repair()
-                w.pack(w.buf, (s << 3) + 8, w.mask, len(values), _KIND_RECORD, *values)
+            pack, mask, n = w.layout
+            if owns_from_zero and n == count:
+                try:  # as in record(): struct checks types and count, values follow
+                    pack(w.buf, (s << 3) + 8, mask, n, kind, *new)
+                    w.last = new
+                except struct.error:
+                    w.write_checked(s, i, names, new, kind)
+            else:
+                w.write_checked(s, i, names, new, kind)
             words[s] = 2 * i + 2
 
         return record_positional

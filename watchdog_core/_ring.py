@@ -21,7 +21,7 @@ import struct
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import mmap
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 MAGIC = b"WDCRING\x00"
 VERSION = 1
@@ -145,6 +145,9 @@ class RingWriter:
     int beyond int64) is recorded for it; from then on it is float64.
     """
 
+    __slots__ = ("_mapping", "buf", "words", "slot_count", "counter", "names", "index",
+                 "values", "last", "layout", "runs", "names_tuple", "_lock")
+
     def __init__(self, mapping: mmap.mmap | None, slot_count: int) -> None:
         self._mapping = mapping
         self.buf = memoryview(mapping) if mapping is not None else _scratch(slot_count)
@@ -152,10 +155,18 @@ class RingWriter:
         self.slot_count = slot_count
         self.counter = itertools.count()
         self.names: list[str] = []
+        self.names_tuple: tuple[str, ...] = ()  # every column in order: record()'s fast path
         self.index: dict[str, int] = {}
         self.values: list[int | float] = []
-        self.mask = 0
-        self.pack = _PREFIX.pack_into
+        # The fast paths only remember the arguments of a call that covered every column
+        # (a dict or tuple in column order); `sync()` folds them into `values` when a
+        # slow path needs the carried state. That saves a list update per call.
+        self.last: dict[str, int | float] | tuple[int | float, ...] | None = None
+        # (pack_into, type mask, value count): replaced as one tuple when a name is added or
+        # a column turns float, so the hot path reads one attribute and never a mix.
+        self.layout: tuple[Callable[..., None], int, int] = (_PREFIX.pack_into, 0, 0)
+        # record(**stats) keyword orders seen -> the columns they fill (slice or list)
+        self.runs: dict[tuple[str, ...], tuple[int, int] | list[int]] = {}
         self._lock = _thread.allocate_lock()  # name registration only, never the hot path
 
     def init_header(self, *, session_id: str, host_pid: int, host_start_ticks: int,
@@ -171,6 +182,15 @@ class RingWriter:
 
     # -- slow paths, outside the hot loop ------------------------------------------
 
+    def sync(self) -> list[int | float]:
+        """The carried values, with the last fast-path call folded in."""
+        last = self.last
+        if last is not None:
+            self.last = None
+            row = list(last.values()) if isinstance(last, dict) else list(last)
+            self.values[0 : len(row)] = row
+        return self.values
+
     def add_name(self, name: object) -> int:
         """Register a stat name; returns its column. Raises ValueError at the 33rd."""
         if not isinstance(name, str):
@@ -183,6 +203,7 @@ class RingWriter:
             found = self.index.get(name)
             if found is not None:
                 return found
+            self.sync()
             column = len(self.names)
             if column >= MAX_STATS:
                 raise ValueError(f"at most {MAX_STATS} distinct stat names per session; "
@@ -191,7 +212,8 @@ class RingWriter:
             self.buf[at : at + NAME_SIZE] = raw.ljust(NAME_SIZE, b"\0")
             self.values.append(0)
             self.names.append(name)
-            self._relayout(self.mask)
+            self._relayout(self.layout[1])
+            self.names_tuple = tuple(self.names)
             self.index[name] = column
             self.words[W_NAME_COUNT] = column + 1  # after the name bytes: readers trust the count
             return column
@@ -199,8 +221,8 @@ class RingWriter:
     def repair(self) -> None:
         """Bring the column types in line with the carried values after a struct.error."""
         with self._lock:
-            mask = self.mask
-            values = self.values
+            mask = self.layout[1]
+            values = self.sync()
             for column, value in enumerate(values):
                 if type(value) is float:
                     mask |= 1 << column
@@ -211,26 +233,72 @@ class RingWriter:
 
     def _relayout(self, mask: int) -> None:
         # A new Struct per layout change; layouts change a handful of times per session.
-        self.mask = mask
-        self.pack = struct.Struct("<IHH" + slot_format(len(self.values), mask)).pack_into
+        count = len(self.values)
+        self.layout = (struct.Struct("<IHH" + slot_format(count, mask)).pack_into, mask, count)
+
+    def columns_for(self, names: tuple[str, ...]) -> tuple[int, int] | list[int]:
+        """The columns a keyword order fills: a (start, end) slice when contiguous."""
+        columns = [self.index[n] if n in self.index else self.add_name(n) for n in names]
+        first = columns[0] if columns else 0
+        run: tuple[int, int] | list[int] = columns
+        if columns == list(range(first, first + len(columns))):
+            run = (first, first + len(columns))
+        if len(self.runs) < 256:  # call sites are few; a runaway caller just stays slow
+            self.runs[names] = run
+        return run
 
     def commit(self, kind: int, label: bytes | None = None) -> None:
-        """Write one slot with the current values (the path record() inlines)."""
+        """Write one slot with the current values (what record() does inline)."""
         i = next(self.counter)
         s = HEADER_WORDS + (i % self.slot_count) * SLOT_WORDS
         words = self.words
         words[s] = 2 * i + 1
-        values = self.values
-        for _ in range(3):  # another thread may change the layout between reads
-            try:
-                self.pack(self.buf, (s << 3) + 8, self.mask, len(values), kind, *values)
-                break
-            except struct.error:
-                self.repair()
+        self.commit_at(s, kind)
         if label is not None:
             at = (s << 3) + SLOT_LABEL
             self.buf[at : at + LABEL_SIZE] = label
         words[s] = 2 * i + 2
+
+    def write_checked(self, s: int, i: int, names: tuple[str, ...],
+                      new: tuple[object, ...], kind: int) -> None:
+        """The careful path of record()/recorders: check, convert, register, then pack.
+
+        Slot ``s`` (record ``i``) has an odd sequence. On bad input the slot is
+        completed with the unchanged state before the error propagates, so nothing
+        is lost and no slot stays odd.
+        """
+        try:
+            if len(new) != len(names):
+                raise TypeError(f"recorder takes {len(names)} values ({', '.join(names)}), "
+                                f"got {len(new)}")
+            checked: list[int | float] = [
+                v if type(v) in _EXACT else coerce(n, v)  # type: ignore[misc]
+                for n, v in zip(names, new, strict=True)
+            ]
+            run = self.runs.get(names)
+            if run is None:
+                run = self.columns_for(names)
+        except BaseException:
+            self.commit_at(s, kind)
+            self.words[s] = 2 * i + 2
+            raise
+        values = self.sync()
+        if type(run) is tuple:
+            values[run[0] : run[1]] = checked
+        else:
+            for column, value in zip(run, checked, strict=True):
+                values[column] = value
+        self.commit_at(s, kind)
+
+    def commit_at(self, s: int, kind: int) -> None:
+        """Pack the current values into the slot at word ``s`` (its sequence is odd)."""
+        for _ in range(3):  # another thread may change the layout between reads
+            pack, mask, count = self.layout
+            try:
+                pack(self.buf, (s << 3) + 8, mask, count, kind, *self.sync())
+                return
+            except struct.error:
+                self.repair()
 
     def set_label(self, label: bytes) -> None:
         words = self.words
@@ -269,6 +337,30 @@ class RingWriter:
     @property
     def attached(self) -> bool:
         return self._mapping is not None
+
+
+_EXACT = frozenset((int, float, bool))
+
+
+def coerce(name: object, value: object) -> int | float:
+    """A stat value as int or float; TypeError naming the stat for anything else.
+
+    int/float subclasses, numpy scalars (``__index__``) and other ``numbers.Real``
+    are converted; strings, bytes, None, complex are refused.
+    """
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if not isinstance(value, (str, bytes)):
+        index = getattr(type(value), "__index__", None)
+        if index is not None:
+            return int(index(value))
+        import numbers
+
+        if isinstance(value, numbers.Real):
+            return float(value)
+    raise TypeError(f"stat {name!s} must be an int or float, got {type(value).__name__}")
 
 
 def _scratch(slot_count: int) -> memoryview:

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Install watchdog-core into .venv and run the demo: a throwaway host builds memory
+# pressure against a small limit, is killed, and the dumps the watchdog wrote are shown.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet -e .
+exec .venv/bin/watchdog-core demo "$@"
