@@ -209,7 +209,10 @@ class DumpWriter:
         # A full disk or read-only directory is said once, then the watchdog keeps watching.
         if key not in self._reported:
             self._reported.add(key)
-            print(f"watchdog-core: {message}", file=sys.stderr, flush=True)
+            try:
+                print(f"watchdog-core: {message}", file=sys.stderr, flush=True)
+            except (OSError, ValueError):  # a broken stderr must not stop the watchdog
+                pass
 
 
 def _timeline_points(timeline: list[tuple[float, int, float]]) -> list[TimelinePoint]:

@@ -17,6 +17,7 @@ import select
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 
 from . import _attribution, _levels, _limits, _ring, _shm
 from ._levels import PressureLevel
@@ -67,6 +68,7 @@ class Watcher:
         self.last_pressure_dump = -1e18
         self.critical_written = False
         self.samples = 0
+        self.faults: set[str] = set()
 
     # -- sampling ---------------------------------------------------------------------
 
@@ -182,16 +184,46 @@ class Watcher:
             last_ratio=self.last.effective.ratio if self.last else None,
         )
         if not verdict.clean:
-            path = self.writer.write_postmortem(
-                verdict, self.last, image, image_bytes,
-                self._timeline(time.monotonic()), self.last_record_wall_ns)
+            try:
+                path = self.writer.write_postmortem(
+                    verdict, self.last, image, image_bytes,
+                    self._timeline(time.monotonic()), self.last_record_wall_ns)
+            except Exception as exc:  # keep the segment: a later recovery can try again
+                say(f"cannot write the postmortem ({type(exc).__name__}: {exc}); the ring "
+                    f"stays in shared memory as {self.shm_name}")
+                self.close()
+                return 1
             if path is not None:
-                print(f"watchdog-core: postmortem written to {path}", file=sys.stderr,
-                      flush=True)
+                say(f"postmortem written to {path}")
+            self.writer.prune()
         self.close()
         _shm.unlink_segment(self.shm_name)
-        self.writer.prune()
         return 0
+
+    def _tick(self) -> bool:
+        """One sample and its consequences; False when the host turned out to be gone."""
+        previous = self.grader.level
+        reading = self.sample()
+        if reading is None:
+            return self.pidfd >= 0  # with a pidfd, poll() reports the death itself
+        self.maybe_pressure_dump(previous, reading)
+        return True
+
+    def _guarded(self, step: Callable[[], object]) -> object:
+        """Run one step; a bug or an odd environment costs that step, not the watchdog.
+
+        The watchdog's reason to exist is to outlive the host: an exception in sampling
+        or in a dump is reported once per kind and the loop goes on.
+        """
+        try:
+            return step()
+        except Exception as exc:  # deliberately broad: see the docstring
+            key = f"{step.__name__}:{type(exc).__name__}"
+            if key not in self.faults:
+                self.faults.add(key)
+                say(f"internal error in {step.__name__} ({type(exc).__name__}: {exc}); "
+                    "still watching")
+            return True
 
     def close(self) -> None:
         self.words.release()
@@ -226,18 +258,22 @@ class Watcher:
                 self.close()
                 _shm.unlink_segment(self.shm_name)
                 return 0
-            self.answer_requests()
             if time.monotonic() >= next_sample:
-                previous = self.grader.level
-                reading = self.sample()
-                if reading is None:  # gone between two polls (no pidfd)
-                    if self.pidfd < 0:
-                        return self.host_ended()
-                else:
-                    self.maybe_pressure_dump(previous, reading)
                 next_sample += self.interval
                 if next_sample < time.monotonic():  # we fell behind: do not burst
                     next_sample = time.monotonic() + self.interval
+                if not self._guarded(self._tick):  # gone between two polls (no pidfd)
+                    return self.host_ended()
+            self._guarded(self.answer_requests)
+
+
+def say(message: str) -> None:
+    """One line on stderr (the host's): in a container it is what survives in the logs.
+    A closed or broken stderr must not stop the watchdog from finishing its work."""
+    try:
+        print(f"watchdog-core: {message}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def _request_reason(buf: memoryview) -> str | None:

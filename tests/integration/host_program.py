@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--max-dumps", type=int, default=3)
     parser.add_argument("--cooldown", type=float, default=30.0)
     parser.add_argument("--slots", type=int, default=4096)
+    parser.add_argument("--suggestion", default=None)
     parser.add_argument("--no-wait", action="store_true",
                         help="print ready at once, not after the watchdog's first sample")
     args = parser.parse_args()
@@ -40,7 +41,9 @@ def main() -> None:
     wd = start_watchdog(session_id=args.session, diagnostics_dir=args.dir,
                         memory_limit=args.limit, interval=args.interval,
                         max_dumps_per_session=args.max_dumps, dump_cooldown=args.cooldown,
-                        ring_slots=args.slots)
+                        ring_slots=args.slots, suggestion=args.suggestion)
+    global HANDLE
+    HANDLE = wd
     stats = json.loads(args.stats)
     if stats:
         wd.record(**stats)
@@ -74,10 +77,26 @@ def main() -> None:
             print("recorded", flush=True)
         elif command == "fork":
             fork_child(wd, args.dir)
+        elif command == "pool":
+            import multiprocessing
+
+            with multiprocessing.get_context("fork").Pool(2) as pool:
+                print(f"pool {pool.map(square_and_record, range(4))}", flush=True)
         elif command == "pressure":
             pressure(wd, hold, int(rest[0]) if rest else 1)
         else:
             print(f"unknown command {command}", flush=True)
+
+
+HANDLE = None  # the host's handle, inherited by forked pool workers
+
+
+def square_and_record(n: int) -> int:
+    # Runs in a forked worker: the inherited handle must write nothing the parent sees.
+    assert HANDLE is not None
+    HANDLE.record(historyEntries=-n, workerOnly=n)
+    HANDLE.mark("worker")
+    return n * n
 
 
 def fork_child(wd, directory: str) -> None:  # type: ignore[no-untyped-def]

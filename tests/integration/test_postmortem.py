@@ -156,3 +156,41 @@ def test_other_signals_are_named(start_host, sig: signal.Signals) -> None:
     dump = _only_dump(host)
     assert dump["host"]["exit"]["signal"] == sig.name
     assert dump["host"]["exit"]["kind"] == ("crashed" if sig == signal.SIGSEGV else "killed")
+
+
+NO_PIDFD = {"WATCHDOG_CORE_NO_PIDFD": "1"}
+
+
+def test_without_pidfd_pipe_eof_still_catches_a_sigkill(start_host) -> None:
+    """The fallback of macOS and old kernels: EOF on the control pipe (SPEC 4)."""
+    host = start_host("--stats", json.dumps(STATS), "--label", "tool:shell", env=NO_PIDFD)
+    info = host.wait_ready()
+    os.kill(int(info["pid"]), signal.SIGKILL)
+    host.finish()
+    dump = _only_dump(host)
+    assert dump["host"]["exit"]["kind"] == "killed"
+    assert dump["session"]["historyEntries"] == 6401
+    assert not segment_exists(str(info["shm"]))
+
+
+@pytest.mark.parametrize("command", ["stop", "exit0"])
+def test_without_pidfd_clean_ends_stay_clean(start_host, command: str) -> None:
+    host = start_host(env=NO_PIDFD)
+    info = host.wait_ready()
+    host.send(command)
+    assert host.finish() == 0
+    assert host.dumps() == []
+    assert not segment_exists(str(info["shm"]))
+
+
+def test_multiprocessing_workers_do_not_disturb_the_hosts_ring(start_host) -> None:
+    host = start_host("--stats", json.dumps(STATS), "--label", "parent")
+    info = host.wait_ready()
+    host.send("pool")
+    assert host.proc.stdout is not None
+    assert host.proc.stdout.readline().strip() == "pool [0, 1, 4, 9]"
+    os.kill(int(info["pid"]), signal.SIGKILL)
+    host.finish()
+    dump = _only_dump(host)
+    assert dump["session"] == {**STATS, "flag": 1}
+    assert dump["lastActivity"] == "parent"

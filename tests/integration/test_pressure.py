@@ -62,3 +62,78 @@ def test_cooldown_suppresses_dumps_inside_it(start_host) -> None:
     host.send("stop")
     host.finish()
     assert [d["trigger"] for d in _pressure_dumps(host)] == ["hard", "critical"]
+
+
+def test_the_host_can_override_the_suggestion(start_host) -> None:
+    text = "Run /compact in this agent before it is killed."
+    host = start_host("--limit", "160MiB", "--suggestion", text)
+    host.wait_ready()
+    host.send("pressure 1")
+    assert host.proc.stdout is not None
+    host.proc.stdout.readline()
+    host.send("stop")
+    host.finish()
+    assert [d["suggestion"] for d in _pressure_dumps(host)] == [text, text]
+
+
+def _rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def _wait_for(predicate, what: str, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    deadline = time.monotonic() + timeout  # a guard against hanging, not a timing claim
+    while not predicate():
+        assert time.monotonic() < deadline, f"never saw {what}"
+        time.sleep(0.01)
+
+
+def test_on_pressure_is_called_with_each_new_level(tmp_path) -> None:
+    import threading
+
+    from watchdog_core import PressureLevel, start_watchdog
+
+    seen: list[PressureLevel] = []
+    changed = threading.Event()
+
+    def on_pressure(level: PressureLevel) -> None:
+        seen.append(level)
+        changed.set()
+
+    # A limit that puts this very process (the test runner) at ~57 %: soft.
+    wd = start_watchdog(diagnostics_dir=tmp_path / "d", memory_limit=int(_rss() / 0.57),
+                        interval=0.02, on_pressure=on_pressure)
+    try:
+        assert changed.wait(60)
+        assert seen[0] is PressureLevel.SOFT
+    finally:
+        wd.stop()
+
+
+def test_include_children_counts_the_workers_memory(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from watchdog_core import start_watchdog
+
+    wd = start_watchdog(diagnostics_dir=tmp_path / "d", include_children=True, interval=0.02)
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import sys; x = bytearray(b'x') * (200 << 20); "
+                              "print('ok', flush=True); sys.stdin.readline()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ok"
+        own = _rss()
+
+        def counted() -> bool:
+            status = wd.status()
+            return status is not None and int(status["rss"]) > own + (150 << 20)  # type: ignore[call-overload]
+
+        _wait_for(counted, "the child's 200 MiB in the host's RSS")
+    finally:
+        child.communicate("\n", timeout=30)
+        wd.stop()
