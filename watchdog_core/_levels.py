@@ -69,19 +69,36 @@ class LevelGrader:
 
 
 class GrowthEstimator:
-    """Least-squares slope of RSS over the last ``window`` seconds."""
+    """Least-squares slope of RSS over the last ``window`` seconds.
 
-    def __init__(self, window: float = GROWTH_WINDOW) -> None:
+    Points closer than ``spacing`` seconds replace the newest one instead of adding a
+    point, so the fit costs the same (at most window/spacing points) at any sampling
+    interval; the slope is computed once per change.
+    """
+
+    def __init__(self, window: float = GROWTH_WINDOW, spacing: float = 0.5) -> None:
         self.window = window
+        self.spacing = spacing
         self._points: deque[tuple[float, float]] = deque()
+        self._slope: float | None = None
 
     def add(self, t: float, rss: float) -> None:
-        self._points.append((t, rss))
-        while self._points and self._points[0][0] < t - self.window:
-            self._points.popleft()
+        points = self._points
+        if len(points) >= 2 and t - points[-2][0] < self.spacing:
+            points[-1] = (t, rss)
+        else:
+            points.append((t, rss))
+        while points and points[0][0] < t - self.window:
+            points.popleft()
+        self._slope = None
 
     def slope(self) -> float:
         """Bytes per second; 0.0 with fewer than 3 points or no time spread."""
+        if self._slope is None:
+            self._slope = self._fit()
+        return self._slope
+
+    def _fit(self) -> float:
         points = self._points
         n = len(points)
         if n < 3:

@@ -88,11 +88,16 @@ def _stat_fields(text: str | None) -> dict[str, int]:
     return out
 
 
-def meminfo(root: str = "/") -> dict[str, int]:
-    """/proc/meminfo in bytes (MemTotal, MemAvailable, SwapTotal...)."""
+MEMINFO_KEYS = frozenset({"MemTotal", "MemAvailable", "SwapTotal", "SwapFree"})
+
+
+def meminfo(root: str = "/", keys: frozenset[str] = MEMINFO_KEYS) -> dict[str, int]:
+    """The wanted fields of /proc/meminfo, in bytes."""
     out = {}
     for line in (_read(os.path.join(root, "proc/meminfo")) or "").splitlines():
         key, _, rest = line.partition(":")
+        if key not in keys:
+            continue
         parts = rest.split()
         if parts and parts[0].isdigit():
             out[key] = int(parts[0]) * (1024 if len(parts) > 1 and parts[1] == "kB" else 1)
@@ -155,57 +160,81 @@ def cgroup_membership(root: str = "/", pid: int | str = "self") -> dict[str, str
     return out
 
 
-def cgroup_pairs(root: str = "/", pid: int | str = "self") -> list[LimitPair]:
-    """Working set against limit for the host's memory cgroup(s).
+class CgroupLimit:
+    """A finite memory limit of one cgroup directory; usage is read separately."""
 
-    v2: ``memory.max`` of the host's cgroup and of every ancestor, each against that
-    cgroup's own working set (memory.current minus inactive_file); the tightest is
-    kept. v1: ``memory.limit_in_bytes`` or, for ancestors, the
-    ``hierarchical_memory_limit`` of memory.stat, against usage minus
-    total_inactive_file.
-    """
-    membership = cgroup_membership(root, pid)
-    all_mounts = mounts(root, pid)
-    pairs: list[LimitPair] = []
+    __slots__ = ("source", "directory", "limit", "detail")
+
+    def __init__(self, source: str, directory: str, limit: int, detail: str) -> None:
+        self.source, self.directory, self.limit, self.detail = source, directory, limit, detail
+
+    def usage(self) -> LimitPair:
+        """Working set now: usage minus inactive file cache (what the kubelet evicts on)."""
+        stat = _stat_fields(_read(os.path.join(self.directory, "memory.stat")))
+        if self.source == "cgroup-v2":
+            current = _read_int(os.path.join(self.directory, "memory.current")) or 0
+            inactive = stat.get("inactive_file", 0)
+        else:
+            current = _read_int(os.path.join(self.directory, "memory.usage_in_bytes")) or 0
+            inactive = stat.get("total_inactive_file", stat.get("inactive_file", 0))
+        return LimitPair(self.source, max(0, current - inactive), self.limit, self.detail)
+
+
+def cgroup_limits(root: str = "/", pid: int | str = "self",
+                  layout: tuple[dict[str, str], list[Mount]] | None = None
+                  ) -> list[CgroupLimit]:
+    """Every finite memory limit over the host: cgroup v2 ``memory.max`` of its cgroup
+    and each ancestor; cgroup v1 ``memory.limit_in_bytes`` or, for ancestors, the
+    ``hierarchical_memory_limit`` of memory.stat (the "unlimited" sentinel ignored)."""
+    membership, all_mounts = layout or (cgroup_membership(root, pid), mounts(root, pid))
+    out: list[CgroupLimit] = []
     if "v2" in membership:
         mount = next((m for m in all_mounts if m.fstype == "cgroup2"), None)
         if mount is not None:
-            pair = _v2_pair(root, mount, membership["v2"])
-            if pair is not None:
-                pairs.append(pair)
+            out.extend(_v2_limits(root, mount, membership["v2"]))
     if "v1" in membership:
         mount = next((m for m in all_mounts if m.fstype == "cgroup" and "memory" in m.options),
                      None)
         if mount is not None:
-            pair = _v1_pair(root, mount, membership["v1"])
-            if pair is not None:
-                pairs.append(pair)
-    return pairs
+            limit = _v1_limit(root, mount, membership["v1"])
+            if limit is not None:
+                out.append(limit)
+    return out
 
 
-def _v2_pair(root: str, mount: Mount, path: str) -> LimitPair | None:
+def cgroup_pairs(root: str = "/", pid: int | str = "self",
+                 layout: tuple[dict[str, str], list[Mount]] | None = None,
+                 limits: list[CgroupLimit] | None = None) -> list[LimitPair]:
+    """Working set against limit for the host's memory cgroup(s), one pair per version:
+    among a cgroup v2 host's ancestors the tightest (highest ratio) is kept."""
+    if limits is None:
+        limits = cgroup_limits(root, pid, layout)
+    best: dict[str, LimitPair] = {}
+    for limit in limits:
+        pair = limit.usage()
+        if pair.source not in best or pair.ratio > best[pair.source].ratio:
+            best[pair.source] = pair
+    return list(best.values())
+
+
+def _v2_limits(root: str, mount: Mount, path: str) -> list[CgroupLimit]:
     leaf = _cgroup_dir(root, mount, path)
     if leaf is None:
-        return None
+        return []
     top = os.path.normpath(os.path.join(root, mount.point.lstrip("/")))
-    best: LimitPair | None = None
+    out = []
     directory = leaf
     while True:
         limit = _read_int(os.path.join(directory, "memory.max"))
         if limit is not None:
-            current = _read_int(os.path.join(directory, "memory.current")) or 0
-            inactive = _stat_fields(_read(os.path.join(directory, "memory.stat"))).get(
-                "inactive_file", 0)
             rel = "/" + os.path.relpath(directory, top).lstrip(".")
-            pair = LimitPair("cgroup-v2", max(0, current - inactive), limit, rel)
-            if best is None or pair.ratio > best.ratio:
-                best = pair
+            out.append(CgroupLimit("cgroup-v2", directory, limit, rel))
         if directory == top or len(directory) <= len(top):
-            return best
+            return out
         directory = os.path.dirname(directory)
 
 
-def _v1_pair(root: str, mount: Mount, path: str) -> LimitPair | None:
+def _v1_limit(root: str, mount: Mount, path: str) -> CgroupLimit | None:
     directory = _cgroup_dir(root, mount, path)
     if directory is None:
         return None
@@ -218,11 +247,9 @@ def _v1_pair(root: str, mount: Mount, path: str) -> LimitPair | None:
     ]
     if not limits:
         return None
-    usage = _read_int(os.path.join(directory, "memory.usage_in_bytes")) or 0
-    inactive = stat.get("total_inactive_file", stat.get("inactive_file", 0))
     top = os.path.normpath(os.path.join(root, mount.point.lstrip("/")))
     rel = "/" + os.path.relpath(directory, top).lstrip(".")
-    return LimitPair("cgroup-v1", max(0, usage - inactive), min(limits), rel)
+    return CgroupLimit("cgroup-v1", directory, min(limits), rel)
 
 
 def cgroup_v1_memory_dir(root: str = "/", pid: int | str = "self") -> str | None:

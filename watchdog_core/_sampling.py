@@ -123,6 +123,9 @@ class HostProbe:
             return []
 
 
+_STATUS_KEYS = frozenset({b"VmRSS", b"RssAnon", b"VmSize", b"VmData", b"VmSwap", b"Threads"})
+
+
 def _status_fields(path: str) -> dict[str, int]:
     out: dict[str, int] = {}
     try:
@@ -132,6 +135,8 @@ def _status_fields(path: str) -> dict[str, int]:
         return out
     for line in text.splitlines():
         key, _, rest = line.partition(b":")
+        if key not in _STATUS_KEYS:
+            continue
         parts = rest.split()
         if not parts or not parts[0].isdigit():
             continue
@@ -151,6 +156,8 @@ class SystemProbe:
         self._linux = os.path.exists(os.path.join(root, "proc/meminfo"))
         self._rlimits: dict[str, int] = {}
         self._rlimits_at = -1e9
+        self._cgroup_limits: list[_limits.CgroupLimit] | None = None
+        self._cgroups_at = -1e9
 
     def meminfo(self) -> dict[str, int]:
         if self._linux:
@@ -159,7 +166,16 @@ class SystemProbe:
         return {"MemTotal": vm.total, "MemAvailable": vm.available}
 
     def cgroups(self) -> list[_limits.LimitPair]:
-        return _limits.cgroup_pairs(self.root, self.host_pid) if self._linux else []
+        if not self._linux:
+            return []
+        # Which cgroup the host is in and what its limits are is re-read every 2 s (a
+        # host can be moved, a limit changed); usage is read every sample, and only
+        # for cgroups that have a limit.
+        now = time.monotonic()
+        if self._cgroup_limits is None or now - self._cgroups_at > 2.0:
+            self._cgroups_at = now
+            self._cgroup_limits = _limits.cgroup_limits(self.root, self.host_pid)
+        return _limits.cgroup_pairs(limits=self._cgroup_limits)
 
     def rlimits(self) -> dict[str, int]:
         # rlimits rarely change; /proc/<pid>/limits is re-read every 5 s

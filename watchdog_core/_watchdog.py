@@ -101,7 +101,7 @@ class Watcher:
         if effective.winner is None:
             return None
         # Remaining headroom of the winning pair, crossed at the RSS growth rate.
-        slope = self.growth.slope()
+        slope = self.growth.slope()  # computed once per sample, cached
         if slope <= 0:
             return None
         return max(0.0, (effective.winner.limit - effective.winner.usage) / slope)
