@@ -63,9 +63,9 @@ def _bind_record(w: _ring.RingWriter) -> Callable[..., None]:
         s = header_words + (i % slot_count) * slot_words
         words = w.words
         words[s] = 2 * i + 1
-        pack, mask, count = w.layout
+        pack, mask, count, columns = w.layout
         names = tuple(stats)
-        if names == w.names_tuple:
+        if names == columns:
             # These names are every column, in order: pack straight from the arguments
             # (struct checks the types) and carry them forward only once that worked.
             try:
@@ -130,7 +130,7 @@ class Watchdog:
             s = header_words + (i % slot_count) * slot_words
             words = w.words
             words[s] = 2 * i + 1
-            pack, mask, n = w.layout
+            pack, mask, n, _ = w.layout
             if owns_from_zero and n == count:
                 try:  # as in record(): struct checks types and count, values follow
                     pack(w.buf, (s << 3) + 8, mask, n, kind, *new)

@@ -146,7 +146,7 @@ class RingWriter:
     """
 
     __slots__ = ("_mapping", "buf", "words", "slot_count", "counter", "names", "index",
-                 "values", "last", "layout", "runs", "names_tuple", "_lock")
+                 "values", "last", "layout", "runs", "_lock")
 
     def __init__(self, mapping: mmap.mmap | None, slot_count: int) -> None:
         self._mapping = mapping
@@ -155,16 +155,17 @@ class RingWriter:
         self.slot_count = slot_count
         self.counter = itertools.count()
         self.names: list[str] = []
-        self.names_tuple: tuple[str, ...] = ()  # every column in order: record()'s fast path
         self.index: dict[str, int] = {}
         self.values: list[int | float] = []
         # The fast paths only remember the arguments of a call that covered every column
         # (a dict or tuple in column order); `sync()` folds them into `values` when a
         # slow path needs the carried state. That saves a list update per call.
         self.last: dict[str, int | float] | tuple[int | float, ...] | None = None
-        # (pack_into, type mask, value count): replaced as one tuple when a name is added or
-        # a column turns float, so the hot path reads one attribute and never a mix.
-        self.layout: tuple[Callable[..., None], int, int] = (_PREFIX.pack_into, 0, 0)
+        # (pack_into, type mask, value count, every name in column order): replaced as one
+        # tuple when a name is added or a column turns float, so the hot path reads one
+        # attribute and never a mix of two layouts.
+        self.layout: tuple[Callable[..., None], int, int, tuple[str, ...]] = (
+            _PREFIX.pack_into, 0, 0, ())
         # record(**stats) keyword orders seen -> the columns they fill (slice or list)
         self.runs: dict[tuple[str, ...], tuple[int, int] | list[int]] = {}
         self._lock = _thread.allocate_lock()  # name registration only, never the hot path
@@ -213,7 +214,6 @@ class RingWriter:
             self.values.append(0)
             self.names.append(name)
             self._relayout(self.layout[1])
-            self.names_tuple = tuple(self.names)
             self.index[name] = column
             self.words[W_NAME_COUNT] = column + 1  # after the name bytes: readers trust the count
             return column
@@ -234,7 +234,8 @@ class RingWriter:
     def _relayout(self, mask: int) -> None:
         # A new Struct per layout change; layouts change a handful of times per session.
         count = len(self.values)
-        self.layout = (struct.Struct("<IHH" + slot_format(count, mask)).pack_into, mask, count)
+        self.layout = (struct.Struct("<IHH" + slot_format(count, mask)).pack_into, mask, count,
+                       tuple(self.names))
 
     def columns_for(self, names: tuple[str, ...]) -> tuple[int, int] | list[int]:
         """The columns a keyword order fills: a (start, end) slice when contiguous."""
@@ -293,7 +294,7 @@ class RingWriter:
     def commit_at(self, s: int, kind: int) -> None:
         """Pack the current values into the slot at word ``s`` (its sequence is odd)."""
         for _ in range(3):  # another thread may change the layout between reads
-            pack, mask, count = self.layout
+            pack, mask, count, _ = self.layout
             try:
                 pack(self.buf, (s << 3) + 8, mask, count, kind, *self.sync())
                 return
