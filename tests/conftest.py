@@ -23,14 +23,19 @@ class Host:
     stderr, so EOF there means the watchdog is gone too.
     """
 
-    def __init__(self, directory: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, directory: Path, *args: str, env: dict[str, str] | None = None,
+                 cgroup: Path | None = None) -> None:
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
         full_env.pop("WATCHDOG_CORE_DISABLE", None)
         full_env.update(env or {})
         self.directory = directory
+        argv = [sys.executable, str(HOST_PROGRAM), str(directory), *args]
+        if cgroup is not None:
+            # Join the cgroup before Python starts, so the host (and its watchdog) live in it.
+            argv = ["sh", "-c", f'echo $$ > "{cgroup}/cgroup.procs" && exec "$@"', "sh", *argv]
         self.proc = subprocess.Popen(
-            [sys.executable, str(HOST_PROGRAM), str(directory), *args],
+            argv,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=full_env, text=True,
         )
@@ -74,9 +79,9 @@ def diag_dir(tmp_path: Path) -> Path:
 def start_host(diag_dir: Path):  # type: ignore[no-untyped-def]
     hosts: list[Host] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, directory: Path | None = None
-              ) -> Host:
-        host = Host(directory or diag_dir, *args, env=env)
+    def start(*args: str, env: dict[str, str] | None = None, directory: Path | None = None,
+              cgroup: Path | None = None) -> Host:
+        host = Host(directory or diag_dir, *args, env=env, cgroup=cgroup)
         hosts.append(host)
         return host
 
@@ -88,6 +93,43 @@ def start_host(diag_dir: Path):  # type: ignore[no-untyped-def]
             host.proc.communicate(timeout=30)
         except (subprocess.TimeoutExpired, ValueError):
             pass
+
+
+def _memory_cgroup_parent() -> tuple[Path, str] | None:
+    """Where this machine lets us make a memory cgroup: (directory, version)."""
+    v1 = Path("/sys/fs/cgroup/memory")
+    if (v1 / "memory.limit_in_bytes").exists() and os.access(v1, os.W_OK):
+        return v1, "v1"
+    v2 = Path("/sys/fs/cgroup")
+    controllers = v2 / "cgroup.subtree_control"
+    if controllers.exists() and "memory" in controllers.read_text() and os.access(v2, os.W_OK):
+        return v2, "v2"
+    return None
+
+
+@pytest.fixture
+def memory_cgroup():  # type: ignore[no-untyped-def]
+    """A fresh memory cgroup with a 200 MB limit; skipped where the machine has none."""
+    found = _memory_cgroup_parent()
+    if found is None:
+        pytest.skip("no writable cgroup memory controller on this machine (needs root and "
+                    "cgroup v1 memory or a v2 memory controller)")
+    parent, version = found
+    path = parent / f"watchdog-core-test-{os.getpid()}-{os.urandom(3).hex()}"
+    path.mkdir()
+    limit_file = "memory.limit_in_bytes" if version == "v1" else "memory.max"
+    (path / limit_file).write_text(str(200 * 1024 * 1024))
+    if version == "v2":
+        (path / "memory.swap.max").write_text("0")
+    yield path
+    for _ in range(100):  # the cgroup can be removed once its last process is reaped
+        try:
+            path.rmdir()
+            break
+        except OSError:
+            import time
+
+            time.sleep(0.05)
 
 
 def segment_exists(name: str) -> bool:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
-from . import _limits
+from . import _limits, _ring
 
 CRASH_SIGNALS = frozenset(
     {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
@@ -53,28 +54,117 @@ def read_wait_status(pid: int, root: str = "/") -> int | None:
         return None
 
 
-def oom_kill_counters(host_pid: int, root: str = "/") -> dict[str, int]:
-    """Current OOM-kill counters that apply to the host, by source."""
-    out: dict[str, int] = {}
-    membership = _limits.cgroup_membership(root, host_pid)
-    mounts = _limits.mounts(root, host_pid)
-    v1 = _limits.cgroup_v1_memory_dir(root, host_pid)
-    if v1 is not None:
-        value = _counter(os.path.join(v1, "memory.oom_control"), "oom_kill")
-        if value is not None:
-            out["cgroup-v1"] = value
-    if "v2" in membership:
-        mount = next((m for m in mounts if m.fstype == "cgroup2"), None)
-        if mount is not None:
-            leaf = _limits._cgroup_dir(root, mount, membership["v2"])
-            if leaf is not None:
-                value = _counter(os.path.join(leaf, "memory.events"), "oom_kill")
+class OomWatch:
+    """OOM-kill evidence about one host, prepared while it is alive.
+
+    The counters' files are found while the host lives (a zombie's /proc/<pid>/cgroup
+    is empty), re-resolved every few seconds in case it moves, and read again at its
+    death. /dev/kmsg, where readable, is opened at the start and read from there on:
+    the kernel's "Killed process <pid>" line names the victim exactly. Its pids are
+    those of the initial namespace, so every NSpid of the host is compared.
+    """
+
+    def __init__(self, host_pid: int, root: str = "/") -> None:
+        self.host_pid = host_pid
+        self.root = root
+        self.paths: dict[str, str] = {}
+        self.before: dict[str, int] = {}
+        self.nspids = _nspids(host_pid, root)
+        self._resolved_at = -1e9
+        self.refresh(force=True)
+        self.kmsg_fd = _open_kmsg_at_end()
+
+    def refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._resolved_at < 2.0:
+            return
+        self._resolved_at = now
+        for source, path in self._counter_paths().items():
+            if self.paths.get(source) != path:
+                value = _counter(path, "oom_kill")
                 if value is not None:
-                    out["cgroup-v2"] = value
-    value = _counter(os.path.join(root, "proc/vmstat"), "oom_kill")
-    if value is not None:
-        out["vmstat"] = value
+                    self.paths[source] = path
+                    self.before[source] = value
+
+    def _counter_paths(self) -> dict[str, str]:
+        root, pid = self.root, self.host_pid
+        out = {}
+        v1 = _limits.cgroup_v1_memory_dir(root, pid)
+        if v1 is not None:
+            out["cgroup-v1"] = os.path.join(v1, "memory.oom_control")
+        membership = _limits.cgroup_membership(root, pid)
+        if "v2" in membership:
+            mount = next((m for m in _limits.mounts(root, pid) if m.fstype == "cgroup2"), None)
+            if mount is not None:
+                leaf = _limits.cgroup_dir(root, mount, membership["v2"])
+                if leaf is not None and os.path.exists(os.path.join(leaf, "memory.events")):
+                    out["cgroup-v2"] = os.path.join(leaf, "memory.events")
+        out["vmstat"] = os.path.join(root, "proc/vmstat")
+        return out
+
+    def risen(self) -> list[str]:
+        """Evidence lines for every counter that rose since it was first read."""
+        out = []
+        for source, path in sorted(self.paths.items()):
+            now = _counter(path, "oom_kill")
+            if now is not None and now > self.before[source]:
+                out.append(f"{source}: oom_kill {self.before[source]} -> {now}")
+        return out
+
+    def kernel_log(self) -> str | None:
+        """The kernel's line about killing the host, if /dev/kmsg has one."""
+        fd, self.kmsg_fd = self.kmsg_fd, -1
+        if fd < 0:
+            return None
+        try:
+            while True:
+                try:
+                    record = os.read(fd, 8192)
+                except BlockingIOError:
+                    return None
+                except BrokenPipeError:  # EPIPE: we were overtaken; the next read goes on
+                    continue
+                if not record:
+                    return None
+                text = record.decode("utf-8", "replace").split(";", 1)[-1].strip()
+                if "Killed process" in text and any(
+                    f"Killed process {pid} " in text for pid in self.nspids
+                ):
+                    return "kernel: " + text.split(",", 1)[0]
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        if self.kmsg_fd >= 0:
+            os.close(self.kmsg_fd)
+            self.kmsg_fd = -1
+
+
+def _nspids(pid: int, root: str) -> set[int]:
+    out = {pid}
+    try:
+        with open(os.path.join(root, f"proc/{pid}/status")) as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    out.update(int(p) for p in line.split()[1:] if p.isdigit())
+    except OSError:
+        pass
     return out
+
+
+def _open_kmsg_at_end() -> int:
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return -1
+    try:
+        os.lseek(fd, 0, os.SEEK_END)
+    except OSError:
+        os.close(fd)
+        return -1
+    return fd
 
 
 def _counter(path: str, key: str) -> int | None:
@@ -107,38 +197,74 @@ class Verdict:
                 "exception": self.exception, "evidence": self.evidence}
 
 
-def judge(*, stopped: bool, exiting: bool, exception: str | None, wait_status: int | None,
-          oom_before: dict[str, int], oom_after: dict[str, int],
+_FAULT_NAMES = {
+    "Segmentation fault": signal.SIGSEGV,
+    "Aborted": signal.SIGABRT,
+    "Bus error": signal.SIGBUS,
+    "Floating point exception": signal.SIGFPE,
+    "Illegal instruction": signal.SIGILL,
+}
+
+
+def crash_signal(crash_text: str | None) -> int | None:
+    """The signal named by faulthandler's "Fatal Python error: <what>" line."""
+    for line in (crash_text or "").splitlines():
+        if line.startswith("Fatal Python error: "):
+            return _FAULT_NAMES.get(line[len("Fatal Python error: ") :].strip())
+    return None
+
+
+def judge(*, image: _ring.RingImage, wait_status: int | None, crash_text: str | None,
+          oom_counters: list[str], kernel_log: str | None,
           last_ratio: float | None) -> Verdict:
     """Combine the evidence into a verdict."""
     v = Verdict()
     ev = v.evidence
-    if stopped:
+    flags = image.flags
+    if image.stopped:
         ev.append("ring: stopped")
         v.clean, v.kind = True, "exited"
         return v
+    exiting = image.exiting
     ev.append("ring: exiting (atexit ran)" if exiting else "ring: no exiting marker")
-    if exception:
-        v.exception = exception
-        ev.append(f"ring: uncaught exception {exception}")
+    if image.exception:
+        v.exception = image.exception
+        ev.append(f"ring: uncaught exception {image.exception}")
+    if image.thread_exception:
+        ev.append(f"ring: a thread died of {image.thread_exception}")
+    if flags & _ring.FLAG_SIGTERM:
+        ev.append("ring: SIGTERM received (catch_sigterm)")
+    if flags & _ring.FLAG_FOREIGN_FAULTHANDLER:
+        ev.append("faulthandler was enabled by the host itself: no crash file of ours")
     sig: int | None = None
     if wait_status is None:
         ev.append("/proc stat: exit status not readable (already reaped)")
     elif wait_status & 0x7F:
         sig = wait_status & 0x7F
-        v.signal = _signal_name(sig)
-        ev.append(f"/proc stat: killed by {v.signal}"
+        ev.append(f"/proc stat: killed by {_signal_name(sig)}"
                   + (" (core dumped)" if wait_status & 0x80 else ""))
     else:
         v.exit_code = (wait_status >> 8) & 0xFF
         ev.append(f"/proc stat: exit status {v.exit_code}")
-    risen = sorted(src for src, n in oom_after.items() if n > oom_before.get(src, n))
-    for src in risen:
-        ev.append(f"{src}: oom_kill {oom_before[src]} -> {oom_after[src]}")
+    fault = crash_signal(crash_text)
+    if fault is not None:
+        ev.append(f"faulthandler: Fatal Python error ({_signal_name(fault)})")
+        if sig is None and v.exit_code is None:
+            sig = fault
+    if sig is None and v.exit_code is None and flags & _ring.FLAG_SIGTERM:
+        sig = signal.SIGTERM
+    ev.extend(oom_counters)
+    if kernel_log:
+        ev.append(kernel_log)
+    # The kernel naming the host settles it; a cgroup counter rising is strong evidence;
+    # the machine-wide vmstat counter alone could be another process's kill.
+    cgroup_oom = any(line.startswith("cgroup") for line in oom_counters)
+    risen = bool(kernel_log) or cgroup_oom or (bool(oom_counters) and (last_ratio or 0) >= 0.9)
     if last_ratio is not None:
         ev.append(f"last ratio {last_ratio:.2f}")
 
     if sig is not None:
+        v.signal = _signal_name(sig)
         if sig in CRASH_SIGNALS:
             v.kind = "crashed"
         elif sig == signal.SIGKILL and risen:
@@ -149,7 +275,7 @@ def judge(*, stopped: bool, exiting: bool, exception: str | None, wait_status: i
     if wait_status is None and risen and not exiting:
         v.kind = "oom-killed"
         return v
-    if exception:
+    if image.exception:
         v.kind = "exited"
         return v
     if v.exit_code is not None:

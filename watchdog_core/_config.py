@@ -9,6 +9,7 @@ caller's code.
 
 from __future__ import annotations
 
+import _signal  # not `signal`: that imports enum, 8 ms in a fresh host (SPEC 9)
 import os
 import warnings
 
@@ -27,6 +28,14 @@ _SIZE_UNITS = {
 }
 
 THRESHOLD_RANGE = (0.30, 0.98)
+DEFAULT_STACK_SIGNAL = int(_signal.SIGUSR2)
+# SIGKILL and SIGSTOP cannot be caught; faulthandler owns SIGSEGV, SIGFPE, SIGABRT, SIGBUS
+# and SIGILL; SIGCHLD and SIGINT mean something else to every host.
+_UNCATCHABLE_OR_FATAL = frozenset(
+    int(getattr(_signal, name)) for name in
+    ("SIGKILL", "SIGSTOP", "SIGSEGV", "SIGFPE", "SIGABRT", "SIGBUS", "SIGILL", "SIGCHLD",
+     "SIGINT")
+)
 MAX_STATS = 32
 LEVEL_NAMES = ("normal", "soft", "hard", "critical")
 
@@ -141,6 +150,7 @@ class SessionConfig:
     """Everything ``start_watchdog()`` was asked for, checked once."""
 
     __slots__ = (
+        "catch_sigterm",
         "critical",
         "diagnostics_dir",
         "dump_cooldown",
@@ -149,12 +159,15 @@ class SessionConfig:
         "idle_after",
         "include_children",
         "interval",
+        "large_history_share",
         "max_dumps_per_session",
         "memory_limit",
         "on_pressure",
+        "restart",
         "ring_slots",
         "session_id",
         "soft",
+        "stack_signal",
         "suggestion",
     )
 
@@ -176,6 +189,10 @@ class SessionConfig:
         hang_after: float | None = None,
         idle_after: float | None = None,
         include_children: bool = False,
+        catch_sigterm: bool = False,
+        restart: bool = True,
+        stack_signal: int | None = None,
+        large_history_share: float = 0.25,
         env: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if env is None else env
@@ -227,9 +244,27 @@ class SessionConfig:
         self.on_pressure = on_pressure
         self.hang_after = _positive(hang_after, "hang_after", allow_none=True)
         self.idle_after = _positive(idle_after, "idle_after", allow_none=True)
-        if not isinstance(include_children, bool):
-            raise ValueError(f"include_children must be a bool, got {include_children!r}")
+        for name, flag in (("include_children", include_children),
+                           ("catch_sigterm", catch_sigterm), ("restart", restart)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be a bool, got {flag!r}")
         self.include_children = include_children
+        self.catch_sigterm = catch_sigterm
+        self.restart = restart
+        if stack_signal is None:
+            stack_signal = DEFAULT_STACK_SIGNAL
+        if isinstance(stack_signal, bool) or not isinstance(stack_signal, int) or not (
+            stack_signal == 0 or 1 <= stack_signal < 65
+        ) or stack_signal in _UNCATCHABLE_OR_FATAL:
+            raise ValueError(f"stack_signal must be 0 (none) or a catchable signal number "
+                             f"such as SIGUSR1/SIGUSR2, got {stack_signal!r}")
+        self.stack_signal = int(stack_signal)
+        if isinstance(large_history_share, bool) or not isinstance(
+            large_history_share, (int, float)
+        ) or not 0 < large_history_share <= 1:
+            raise ValueError(f"large_history_share must be a fraction in (0, 1], got "
+                             f"{large_history_share!r}")
+        self.large_history_share = float(large_history_share)
 
 
 def _check_suggestion(value: object) -> dict[str, str]:

@@ -87,6 +87,15 @@ class RingInfo(_Model):
                           "watchdog's sampling resolution")
 
 
+class Responsiveness(_Model):
+    state: Literal["unresponsive", "recovered"]
+    reason: Literal["heartbeat", "idle"]
+    heartbeat_age: float | None = Field(None, description="seconds since the host's "
+                                        "heartbeat thread last ran")
+    idle_seconds: float | None = Field(None, description="seconds without record()/mark()")
+    unresponsive_for: float | None = Field(None, description="on recovery: how long it lasted")
+
+
 class WatchdogInfo(_Model):
     pid: int
     version: str
@@ -110,6 +119,9 @@ class Diagnostics(_Model):
     risk_details: list[RiskDetail] = Field(default_factory=list)
     suggestion: str = Field(min_length=1)
     timeline: list[TimelinePoint] = Field(default_factory=list)
+    crash_traceback: str | None = Field(None, description="faulthandler's traceback of every "
+                                        "thread, when the host crashed in native code")
+    responsiveness: Responsiveness | None = None
     ring: RingInfo
     watchdog: WatchdogInfo
     extras: dict[str, str] = Field(default_factory=dict,

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._levels import PressureLevel
+    from ._lifecycle import HostHooks
     from ._spawn import WatchdogProcess
 
 _HEADER_WORDS = _ring.HEADER_WORDS
@@ -102,7 +103,7 @@ class Watchdog:
         self._pid = os.getpid()
         self._stopped = False
         self._labels: dict[str, bytes] = {}
-        self._pressure_thread_started = False
+        self._hooks: HostHooks | None = None
 
     # -- hot path ----------------------------------------------------------------------
 
@@ -227,6 +228,8 @@ class Watchdog:
         w = self._w
         if w.attached:
             w.set_flag(_ring.FLAG_STOPPED)
+        if self._hooks is not None:
+            self._hooks.uninstall()
         process = self._process
         if process is not None:
             process.close_channel()
@@ -250,38 +253,18 @@ class Watchdog:
 
     # -- process lifecycle ---------------------------------------------------------------
 
-    def _at_exit(self) -> None:
-        """atexit: mark the ring *exiting* (not stopped) and let the watchdog judge."""
-        if self._stopped or os.getpid() != self._pid:
-            return
-        w = self._w
-        if not w.attached:
-            return
-        w.set_flag(_ring.FLAG_EXITING)
-        process = self._process
-        if process is not None:
-            if not process.alive() and self.shm_name is not None:
-                from ._shm import unlink_segment  # nobody left to clean up after us
-
-                unlink_segment(self.shm_name)
-            process.close_channel()
-
     def _after_fork_in_child(self) -> None:
         """In a forked child: write nothing more into the parent's ring (SPEC 3)."""
         global _current
         if _current is self:
             _current = None
         self._stopped = True
+        if self._hooks is not None:
+            self._hooks.after_fork_in_child()
         if self._process is not None:
             self._process.close_channel()  # our copy of the write end: EOF stays the parent's
             self._process.disown()
         self._w.detach()
-
-    def _excepthook(self, exc_type: type[BaseException], exc: BaseException,
-                    tb: TracebackType | None) -> None:
-        # The type's name only, never the message: messages can hold secrets.
-        if not self._stopped and os.getpid() == self._pid and self._w.attached:
-            self._w.set_exception(exc_type.__qualname__)
 
     def _start_pressure_callbacks(self, callback: Callable[[object], object]) -> None:
         import threading
@@ -350,10 +333,19 @@ def start_watchdog(
     hang_after: float | None = None,
     idle_after: float | None = None,
     include_children: bool = False,
+    catch_sigterm: bool = False,
+    restart: bool = True,
+    stack_signal: int | None = None,
+    large_history_share: float = 0.25,
 ) -> Watchdog:
     """Start watching this process; returns the :class:`Watchdog` handle.
 
-    Idempotent within a process. Bad arguments raise ``ValueError`` naming the
+    Idempotent within a process. ``hang_after``/``idle_after`` (seconds) turn on the
+    unresponsive dump; ``catch_sigterm`` notes a SIGTERM in the ring before dying of
+    it; ``restart`` starts a new watchdog if the first dies (at most 3 times);
+    ``stack_signal`` (default SIGUSR2, 0 for none) is the signal on which the host
+    dumps its threads' stacks; ``large_history_share`` is the share of RSS above which
+    ``estimatedHistoryBytes`` is a risk. Bad arguments raise ``ValueError`` naming the
     argument; an environment that cannot host a watchdog (no shared memory, a full
     ``/dev/shm``, an unsupported platform, ``WATCHDOG_CORE_DISABLE=1``) gives a
     disabled handle and one ``RuntimeWarning``, never an exception.
@@ -368,6 +360,8 @@ def start_watchdog(
         dump_cooldown=dump_cooldown, suggestion=suggestion,
         on_pressure=on_pressure,  # type: ignore[arg-type]
         hang_after=hang_after, idle_after=idle_after, include_children=include_children,
+        catch_sigterm=catch_sigterm, restart=restart, stack_signal=stack_signal,
+        large_history_share=large_history_share,
     )
     if os.environ.get("WATCHDOG_CORE_DISABLE", "") not in ("", "0"):
         return _disabled(config, "WATCHDOG_CORE_DISABLE is set", warn=False)
@@ -396,7 +390,8 @@ def start_watchdog(
         interval=config.interval, boot_id=boot_id, diagnostics_dir=config.diagnostics_dir,
         config=_ring.RingConfig(config.soft, config.hard, config.critical, config.memory_limit,
                                 config.dump_cooldown, config.max_dumps_per_session,
-                                config.hang_after, config.idle_after, config.include_children),
+                                config.hang_after, config.idle_after, config.include_children,
+                                config.large_history_share, config.stack_signal),
     )
     try:
         process = _spawn.spawn_watchdog(shm_name, config.suggestion)
@@ -405,7 +400,10 @@ def start_watchdog(
         _shm.unlink_segment(shm_name)
         return _disabled(config, f"cannot start the watchdog process: {exc}")
     handle = Watchdog(config, writer, shm_name, process)
-    _install_process_hooks(handle)
+    from ._lifecycle import HostHooks
+
+    handle._hooks = HostHooks(handle)
+    handle._hooks.install()
     if not _fork_hook_installed:
         os.register_at_fork(after_in_child=_after_fork_in_child)
         _fork_hook_installed = True
@@ -413,17 +411,3 @@ def start_watchdog(
     if config.on_pressure is not None:
         handle._start_pressure_callbacks(config.on_pressure)
     return handle
-
-
-def _install_process_hooks(handle: Watchdog) -> None:
-    import atexit
-
-    atexit.register(handle._at_exit)
-    previous = sys.excepthook
-
-    def excepthook(exc_type: type[BaseException], exc: BaseException,
-                   tb: TracebackType | None) -> None:
-        handle._excepthook(exc_type, exc, tb)
-        previous(exc_type, exc, tb)
-
-    sys.excepthook = excepthook

@@ -15,6 +15,8 @@ FAST_GROWTH_SECONDS = 300.0
 LARGE_HISTORY_SHARE = 0.25  # estimatedHistoryBytes above this share of RSS is a risk
 FD_LEAK_SHARE, FD_LEAK_COUNT = 0.80, 1000
 THREAD_LEAK_COUNT = 256
+LEAK_WINDOW = 600.0  # seconds of sustained growth before a leak is suspected
+LEAK_BYTES_PER_HOUR = 100 * 1024 * 1024
 
 
 class PressureLevel(enum.IntEnum):
@@ -92,6 +94,11 @@ class GrowthEstimator:
             points.popleft()
         self._slope = None
 
+    def span(self) -> float:
+        """Seconds between the oldest and the newest point."""
+        points = self._points
+        return points[-1][0] - points[0][0] if len(points) > 1 else 0.0
+
     def slope(self) -> float:
         """Bytes per second; 0.0 with fewer than 3 points or no time spread."""
         if self._slope is None:
@@ -145,6 +152,8 @@ def assess_risks(
     threads: int | None = None,
     swap: int | None = None,
     psi_some_avg10: float | None = None,
+    history_share: float = LARGE_HISTORY_SHARE,
+    leak_bytes_per_hour: float | None = None,
 ) -> list[Risk]:
     """The risks a dump lists, each with the figure and the threshold it crossed."""
     risks: list[Risk] = []
@@ -157,10 +166,15 @@ def assess_risks(
                           f"at the current growth rate the limit is {seconds_to_limit:.0f} s away",
                           seconds_to_limit, FAST_GROWTH_SECONDS))
     history = session.get("estimatedHistoryBytes")
-    if isinstance(history, (int, float)) and rss > 0 and history > LARGE_HISTORY_SHARE * rss:
+    if isinstance(history, (int, float)) and rss > 0 and history > history_share * rss:
         risks.append(Risk("large_session_history", "warning",
                           f"the session history is {history / rss:.0%} of resident memory",
-                          history / rss, LARGE_HISTORY_SHARE))
+                          history / rss, history_share))
+    if leak_bytes_per_hour is not None and leak_bytes_per_hour > LEAK_BYTES_PER_HOUR:
+        risks.append(Risk("memory_leak_suspected", "warning",
+                          f"RSS grew {leak_bytes_per_hour / 1048576:.0f} MiB/h for "
+                          f"{LEAK_WINDOW / 60:.0f} minutes", leak_bytes_per_hour,
+                          LEAK_BYTES_PER_HOUR))
     if fds is not None:
         limit = FD_LEAK_COUNT if not fd_limit else min(FD_LEAK_COUNT, FD_LEAK_SHARE * fd_limit)
         if fds > limit:
@@ -189,10 +203,11 @@ DEFAULT_SUGGESTIONS = {
 
 
 def default_suggestion(level: str, trigger: str, limit_source: str | None,
-                       exit_kind: str | None = None) -> str:
+                       exit_kind: str | None = None, limit: int | None = None) -> str:
     """A sentence that fits the trigger and level (SPEC 6)."""
     if trigger in ("host-died", "recovered"):
-        where = f" ({limit_source} limit)" if limit_source else ""
+        size = f" of {limit / 1048576:.0f} MiB" if limit else ""
+        where = f" ({limit_source} limit{size})" if limit_source and limit_source != "none" else ""
         if exit_kind == "oom-killed":
             return (f"The host was killed for running out of memory{where}: raise that limit "
                     "or cap the session's history and caches.")

@@ -134,7 +134,7 @@ def _unescape(path: str) -> str:
         "\\134", "\\")
 
 
-def _cgroup_dir(root: str, mount: Mount, cgroup_path: str) -> str | None:
+def cgroup_dir(root: str, mount: Mount, cgroup_path: str) -> str | None:
     rel = os.path.relpath(cgroup_path, mount.root) if mount.root != "/" else cgroup_path
     if rel.startswith(".."):
         rel = "/"  # the host's cgroup is outside this mount's view: the mount root is ours
@@ -218,7 +218,7 @@ def cgroup_pairs(root: str = "/", pid: int | str = "self",
 
 
 def _v2_limits(root: str, mount: Mount, path: str) -> list[CgroupLimit]:
-    leaf = _cgroup_dir(root, mount, path)
+    leaf = cgroup_dir(root, mount, path)
     if leaf is None:
         return []
     top = os.path.normpath(os.path.join(root, mount.point.lstrip("/")))
@@ -235,7 +235,7 @@ def _v2_limits(root: str, mount: Mount, path: str) -> list[CgroupLimit]:
 
 
 def _v1_limit(root: str, mount: Mount, path: str) -> CgroupLimit | None:
-    directory = _cgroup_dir(root, mount, path)
+    directory = cgroup_dir(root, mount, path)
     if directory is None:
         return None
     stat = _stat_fields(_read(os.path.join(directory, "memory.stat")))
@@ -259,7 +259,7 @@ def cgroup_v1_memory_dir(root: str = "/", pid: int | str = "self") -> str | None
                   m.options), None)
     if "v1" not in membership or mount is None:
         return None
-    return _cgroup_dir(root, mount, membership["v1"])
+    return cgroup_dir(root, mount, membership["v1"])
 
 
 def rlimits(root: str = "/", pid: int | str = "self") -> dict[str, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 
 from . import __version__, _attribution, _levels, _ring
 from ._diagnostics import (
@@ -18,6 +19,7 @@ from ._diagnostics import (
     HostExit,
     HostInfo,
     MemoryInfo,
+    Responsiveness,
     RingInfo,
     RiskDetail,
     TimelinePoint,
@@ -36,14 +38,17 @@ class Reading:
     """One graded sample: what the host used, against which limit, at what level."""
 
     __slots__ = ("host", "effective", "level", "growth", "seconds_to_limit",
-                 "system_available", "psi")
+                 "system_available", "psi", "leak_bytes_per_hour", "fd_limit")
 
     def __init__(self, *, host: HostSample, effective: EffectiveLimit, level: PressureLevel,
                  growth: float, seconds_to_limit: float | None, system_available: int | None,
-                 psi: dict[str, float]) -> None:
+                 psi: dict[str, float], leak_bytes_per_hour: float | None = None,
+                 fd_limit: int | None = None) -> None:
         self.host, self.effective, self.level = host, effective, level
         self.growth, self.seconds_to_limit = growth, seconds_to_limit
         self.system_available, self.psi = system_available, psi
+        self.leak_bytes_per_hour = leak_bytes_per_hour
+        self.fd_limit = fd_limit
 
 
 class DumpWriter:
@@ -56,6 +61,7 @@ class DumpWriter:
         self.slots = header.slot_count
         self.interval = header.interval
         self.hard = header.config.hard
+        self.history_share = header.config.history_share
         self.suggestions = suggestions
         self.probe = probe
         self.store = DiagnosticsDir(header.diagnostics_dir)
@@ -67,14 +73,29 @@ class DumpWriter:
 
     def write_live(self, trigger: str, reading: Reading, image: _ring.RingImage,
                    timeline: list[tuple[float, int, float]], last_record_wall_ns: int,
-                   reason: str | None = None) -> str | None:
-        """A pressure or manual dump of a living host; returns the file name."""
+                   reason: str | None = None, responsiveness: Responsiveness | None = None,
+                   stacks: Callable[[], str | None] | None = None) -> str | None:
+        """A pressure, manual or unresponsive dump of a living host; returns the file name.
+
+        ``stacks`` is called after the first phase is on disk (asking the host for its
+        stacks takes a signal and a wait); its text goes to a sibling ``.stacks.txt``.
+        """
         wall_ns = time.time_ns()
         dump = self._build(trigger, reading, image, timeline, wall_ns, last_record_wall_ns,
                            alive=True, exit=None, reason=reason)
+        dump.responsiveness = responsiveness
         name = self._publish(dump, wall_ns)
         if name is None:
             return None
+        if stacks is not None:
+            text = stacks()
+            if text:
+                sibling = name[: -len(".json")] + ".stacks.txt"
+                try:
+                    self.store.write_new(sibling, text.encode())
+                    dump.extras["stacks"] = sibling
+                except OSError as exc:
+                    self._report_once("stacks", f"cannot save the stacks {sibling}: {exc}")
         extra = self.probe.expensive_sample()
         uss, fds, cpu = extra["uss"], extra["fds"], extra["cpuSeconds"]
         dump.memory.uss = int(uss) if uss is not None else None
@@ -89,16 +110,18 @@ class DumpWriter:
     def write_postmortem(self, verdict: _attribution.Verdict, reading: Reading | None,
                          image: _ring.RingImage, image_bytes: bytes,
                          timeline: list[tuple[float, int, float]],
-                         last_record_wall_ns: int) -> str | None:
+                         last_record_wall_ns: int, crash_text: str | None = None,
+                         trigger: str = "host-died") -> str | None:
         """The host is dead: the last-known state, how it died, and the ring image."""
         wall_ns = time.time_ns()
         host_exit = HostExit(kind=verdict.kind, signal=verdict.signal,
                              exit_code=verdict.exit_code, exception=verdict.exception,
                              evidence=verdict.evidence)
-        dump = self._build("host-died", reading, image, timeline, wall_ns, last_record_wall_ns,
+        dump = self._build(trigger, reading, image, timeline, wall_ns, last_record_wall_ns,
                            alive=False, exit=host_exit)
-        dump.suggestion = self._suggestion(dump.level, "host-died", dump.memory.limit_source,
-                                           verdict.kind)
+        dump.crash_traceback = crash_text or None
+        dump.suggestion = self._suggestion(dump.level, trigger, dump.memory.limit_source,
+                                           verdict.kind, dump.memory.heap_limit)
         name = self._publish(dump, wall_ns)
         if name is None:
             return None
@@ -178,17 +201,18 @@ class DumpWriter:
             ratio=reading.effective.ratio, level=reading.level, hard=self.hard,
             rss=reading.host.rss, seconds_to_limit=reading.seconds_to_limit,
             session=dict(newest.values) if newest else {}, fds=fds,
-            fd_limit=None, threads=reading.host.threads, swap=reading.host.swap,
-            psi_some_avg10=reading.psi.get("some"),
+            fd_limit=reading.fd_limit, threads=reading.host.threads, swap=reading.host.swap,
+            psi_some_avg10=reading.psi.get("some"), history_share=self.history_share,
+            leak_bytes_per_hour=reading.leak_bytes_per_hour,
         )
         return [RiskDetail(id=r.id, severity=r.severity, message=r.message, value=r.value,
                            threshold=r.threshold) for r in risks]
 
     def _suggestion(self, level: str, trigger: str, limit_source: str,
-                    exit_kind: str | None = None) -> str:
+                    exit_kind: str | None = None, limit: int | None = None) -> str:
         if trigger in ("hard", "critical", "manual") and level in self.suggestions:
             return self.suggestions[level]
-        return _levels.default_suggestion(level, trigger, limit_source, exit_kind)
+        return _levels.default_suggestion(level, trigger, limit_source, exit_kind, limit)
 
     # -- writing -----------------------------------------------------------------------
 

@@ -55,12 +55,21 @@ W_STATUS_SEQ = 39  # seqlock of the status block (watchdog)
 W_LABEL_SEQ = 40  # seqlock of the last label (host)
 W_RECORDS = 41  # records seen by the watchdog at its last sample (watchdog)
 W_LAST_RECORD_NS = 42  # wall-clock ns at which the watchdog saw the newest record appear
+W_PRESSURE_DUMPS = 43  # pressure dumps written (watchdog; survives a watchdog restart)
+W_LAST_PRESSURE_NS = 44  # CLOCK_MONOTONIC ns of the last pressure dump (watchdog)
+W_CRITICAL_WRITTEN = 45  # 1 once the first critical dump is written (watchdog)
+W_RESTARTS = 46  # watchdogs restarted by the host after the first died (host)
+W_STACK_REQUESTS = 47  # stack dumps asked of the host by signal (watchdog)
 
 FLAG_EXITING = 1  # atexit ran: the interpreter is shutting down
 FLAG_STOPPED = 2  # stop() was called: a clean end, no postmortem
 FLAG_EXCEPTION = 4  # sys.excepthook saw an uncaught exception; its type is in the header
 FLAG_CRASH_FILE = 8  # faulthandler writes to the session's crash file (issue 4)
 FLAG_STACK_SIGNAL = 16  # faulthandler dumps stacks on the stack signal (issue 4)
+FLAG_FOREIGN_FAULTHANDLER = 32  # the host had enabled faulthandler itself: left alone
+FLAG_STACK_SIGNAL_TAKEN = 64  # the host already handles the stack signal: not registered
+FLAG_SIGTERM = 128  # catch_sigterm: SIGTERM arrived (the handler then re-raises it)
+FLAG_THREAD_EXCEPTION = 256  # a thread died of an uncaught exception (the host lives on)
 
 # Status block, written by the watchdog under W_STATUS_SEQ.
 STATUS_AT = 768
@@ -73,8 +82,9 @@ LABEL_AT = 3072  # last mark() label, LABEL_SIZE bytes, under W_LABEL_SEQ
 EXCEPTION_AT, EXCEPTION_SIZE = 3200, 128  # uncaught exception type name
 DUMP_NAME_AT, DUMP_NAME_SIZE = 3328, 256  # file name of the newest dump (watchdog)
 CONFIG_AT = 3584
-CONFIG = struct.Struct("<dddqdqddI")
+CONFIG = struct.Struct("<dddqdqddIdI")
 REASON_AT, REASON_SIZE = 3712, 64  # reason of the pending manual dump request (host)
+THREAD_EXCEPTION_AT, THREAD_EXCEPTION_SIZE = 3776, 128  # a dead thread's exception type
 DIR_AT, DIR_SIZE = 4096, 4096  # absolute diagnostics directory, NUL padded
 
 _PREFIX = struct.Struct("<IHH")  # mask, value count, kind: the start of every slot
@@ -111,11 +121,13 @@ class RingConfig:
     restarted watchdog or an orphan recovery reads the same settings."""
 
     __slots__ = ("soft", "hard", "critical", "memory_limit", "dump_cooldown",
-                 "max_dumps", "hang_after", "idle_after", "include_children")
+                 "max_dumps", "hang_after", "idle_after", "include_children",
+                 "history_share", "stack_signal")
 
     def __init__(self, soft: float, hard: float, critical: float, memory_limit: int | None,
                  dump_cooldown: float, max_dumps: int, hang_after: float | None,
-                 idle_after: float | None, include_children: bool) -> None:
+                 idle_after: float | None, include_children: bool,
+                 history_share: float = 0.25, stack_signal: int = 0) -> None:
         self.soft, self.hard, self.critical = soft, hard, critical
         self.memory_limit = memory_limit
         self.dump_cooldown = dump_cooldown
@@ -123,17 +135,21 @@ class RingConfig:
         self.hang_after = hang_after
         self.idle_after = idle_after
         self.include_children = include_children
+        self.history_share = history_share
+        self.stack_signal = stack_signal
 
     def pack(self) -> bytes:
         return CONFIG.pack(self.soft, self.hard, self.critical, self.memory_limit or 0,
                            self.dump_cooldown, self.max_dumps, self.hang_after or 0.0,
-                           self.idle_after or 0.0, int(self.include_children))
+                           self.idle_after or 0.0, int(self.include_children),
+                           self.history_share, self.stack_signal)
 
     @classmethod
     def unpack(cls, raw: bytes | memoryview) -> RingConfig:
-        soft, hard, critical, limit, cooldown, dumps, hang, idle, opts = CONFIG.unpack(raw)
+        (soft, hard, critical, limit, cooldown, dumps, hang, idle, opts, share,
+         stack_signal) = CONFIG.unpack(raw)
         return cls(soft, hard, critical, limit or None, cooldown, dumps, hang or None,
-                   idle or None, bool(opts & 1))
+                   idle or None, bool(opts & 1), share, stack_signal)
 
 
 class RingWriter:
@@ -318,6 +334,10 @@ class RingWriter:
         _put_str(self.buf, EXCEPTION_AT, EXCEPTION_SIZE, type_name)
         self.set_flag(FLAG_EXCEPTION)
 
+    def set_thread_exception(self, type_name: str) -> None:
+        _put_str(self.buf, THREAD_EXCEPTION_AT, THREAD_EXCEPTION_SIZE, type_name)
+        self.set_flag(FLAG_THREAD_EXCEPTION)
+
     def detach(self) -> None:
         """Point every write at private scratch memory and drop the shared mapping.
 
@@ -465,6 +485,7 @@ class RingImage:
         self.watchdog_pid: int = words[W_WATCHDOG_PID]
         self.heartbeat_ns: int = words[W_HEARTBEAT]
         self.dumps: int = words[W_DUMPS]
+        self.restarts: int = words[W_RESTARTS]
         self.last_record_unix_ns: int = words[W_LAST_RECORD_NS]
         count = words[W_NAME_COUNT]
         self.corrupt_names = count > MAX_STATS
@@ -476,6 +497,10 @@ class RingImage:
         self.exception = (
             _cstr(bytes(data[EXCEPTION_AT : EXCEPTION_AT + EXCEPTION_SIZE])) or None
             if self.flags & FLAG_EXCEPTION else None
+        )
+        self.thread_exception = (
+            _cstr(bytes(data[THREAD_EXCEPTION_AT : THREAD_EXCEPTION_AT + THREAD_EXCEPTION_SIZE]))
+            or None if self.flags & FLAG_THREAD_EXCEPTION else None
         )
         self.last_dump = read_dump_name(data)
         self.request_reason = _cstr(bytes(data[REASON_AT : REASON_AT + REASON_SIZE])) or None
@@ -607,7 +632,10 @@ def read_dump_name(buf: memoryview) -> str | None:
 
 def flag_names(flags: int) -> list[str]:
     names = ((FLAG_EXITING, "exiting"), (FLAG_STOPPED, "stopped"), (FLAG_EXCEPTION, "exception"),
-             (FLAG_CRASH_FILE, "crash-file"), (FLAG_STACK_SIGNAL, "stack-signal"))
+             (FLAG_CRASH_FILE, "crash-file"), (FLAG_STACK_SIGNAL, "stack-signal"),
+             (FLAG_FOREIGN_FAULTHANDLER, "foreign-faulthandler"),
+             (FLAG_STACK_SIGNAL_TAKEN, "stack-signal-taken"), (FLAG_SIGTERM, "sigterm"),
+             (FLAG_THREAD_EXCEPTION, "thread-exception"))
     return [name for bit, name in names if flags & bit]
 
 

@@ -16,24 +16,20 @@
 from __future__ import annotations
 
 import datetime as _dt
-import errno
 import os
-import stat
 import time
 
 from filelock import FileLock, Timeout
 
-DIR_MODE = 0o700
-FILE_MODE = 0o600
+from ._safedir import FILE_MODE, StoreError, open_dir
+
+__all__ = ["DiagnosticsDir", "StoreError", "dump_name", "dump_timestamp"]
+
 LOCK_NAME = ".watchdog-core.lock"
 DUMP_PREFIX = "memory-"
 DEFAULT_MAX_FILES = 100
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 LOCK_POLL = 0.005  # filelock's default 50 ms poll makes tail waits of hundreds of ms
-
-
-class StoreError(OSError):
-    """The directory cannot be used (symlink, foreign owner, not writable, full)."""
 
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
@@ -63,30 +59,9 @@ class DiagnosticsDir:
 
     def open(self) -> int:
         """The directory's descriptor, creating the directory (0700) if needed."""
-        if self._fd >= 0:
-            return self._fd
-        try:
-            os.makedirs(os.path.dirname(self.path), mode=DIR_MODE, exist_ok=True)
-            try:
-                os.mkdir(self.path, DIR_MODE)
-            except FileExistsError:
-                pass
-            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP or os.path.islink(self.path):
-                raise StoreError(f"{self.path} is a symlink; refusing to write through it"
-                                 ) from exc
-            raise StoreError(f"cannot open diagnostics directory {self.path}: {exc}") from exc
-        st = os.fstat(fd)
-        if st.st_uid != os.geteuid():
-            os.close(fd)
-            raise StoreError(f"{self.path} belongs to uid {st.st_uid}, not to us")
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            os.close(fd)
-            raise StoreError(f"{self.path} is writable by others (mode "
-                             f"{stat.S_IMODE(st.st_mode):o}); refusing to write there")
-        self._fd = fd
-        return fd
+        if self._fd < 0:
+            self._fd = open_dir(self.path)
+        return self._fd
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -154,6 +129,31 @@ class DiagnosticsDir:
             os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
         finally:
             _unlink_quietly(tmp, dfd)
+
+    def read_private(self, name: str, limit: int = 256 * 1024) -> str | None:
+        """Read one of the host's hidden files (crash, stacks); None if absent."""
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self.open())
+        except OSError:
+            return None
+        try:
+            raw = os.read(fd, limit + 1)
+        finally:
+            os.close(fd)
+        text = raw[:limit].decode("utf-8", "replace")
+        return text + "\n[truncated]\n" if len(raw) > limit else text
+
+    def private_size(self, name: str) -> int:
+        try:
+            return os.stat(name, dir_fd=self.open(), follow_symlinks=False).st_size
+        except OSError:
+            return -1
+
+    def remove_private(self, name: str) -> None:
+        try:
+            _unlink_quietly(name, self.open())
+        except OSError:
+            pass
 
     # -- retention ------------------------------------------------------------------
 

@@ -20,8 +20,11 @@ from collections import deque
 from collections.abc import Callable
 
 from . import _attribution, _levels, _limits, _ring, _shm
+from ._diagnostics import Responsiveness
+from ._hang import HangDetector, collect_stacks
 from ._levels import PressureLevel
 from ._report import DumpWriter, Reading
+from ._safedir import private_file_name
 from ._sampling import HostProbe, HostSample, SystemProbe
 
 TIMELINE_SECONDS = 60.0
@@ -58,15 +61,17 @@ class Watcher:
         self.grader = _levels.LevelGrader(self.config.soft, self.config.hard,
                                           self.config.critical)
         self.growth = _levels.GrowthEstimator()
+        self.leak = _levels.GrowthEstimator(window=_levels.LEAK_WINDOW, spacing=10.0)
         self.timeline: deque[tuple[float, int, float]] = deque()
-        self.oom_before = _attribution.oom_kill_counters(self.host_pid)
+        self.oom = _attribution.OomWatch(self.host_pid)
         self.writer = DumpWriter(header, suggestions, self.probe)
+        self.hang = HangDetector(self.config.hang_after, self.config.idle_after)
+        self.crash_file = private_file_name("crash", header.session_id, self.host_pid)
+        self.stacks_file = private_file_name("stacks", header.session_id, self.host_pid)
         self.last: Reading | None = None
         self.records = 0
         self.last_record_wall_ns = 0
-        self.pressure_dumps = 0
-        self.last_pressure_dump = -1e18
-        self.critical_written = False
+        self.last_activity = time.monotonic()
         self.samples = 0
         self.faults: set[str] = set()
 
@@ -82,11 +87,14 @@ class Watcher:
             info=info, cgroups=self.system.cgroups(), limits=self.system.rlimits(),
         )
         self.growth.add(host.t, host.rss)
+        self.leak.add(host.t, host.rss)
         level = self.grader.update(effective.ratio)
+        rlimits = self.system.rlimits()
         reading = Reading(host=host, effective=effective, level=level,
                           growth=self.growth.slope(),
                           seconds_to_limit=self._seconds_to_limit(host, effective),
-                          system_available=info.get("MemAvailable"), psi=self.system.psi())
+                          system_available=info.get("MemAvailable"), psi=self.system.psi(),
+                          leak_bytes_per_hour=self._leak_rate(), fd_limit=rlimits.get("nofile"))
         self.timeline.append((host.t, host.rss, effective.ratio))
         while self.timeline and self.timeline[0][0] < host.t - TIMELINE_SECONDS:
             self.timeline.popleft()
@@ -106,10 +114,17 @@ class Watcher:
             return None
         return max(0.0, (effective.winner.limit - effective.winner.usage) / slope)
 
+    def _leak_rate(self) -> float | None:
+        """Bytes per hour of sustained growth, once LEAK_WINDOW seconds are covered."""
+        if self.leak.span() < _levels.LEAK_WINDOW * 0.95:
+            return None
+        return self.leak.slope() * 3600
+
     def _note_records(self, host: HostSample) -> None:
         records = _ring.newest_index(self.words, self.header.slot_count) + 1
         if records != self.records:
             self.records = records
+            self.last_activity = host.t
             self.last_record_wall_ns = host.wall_ns
             self.words[_ring.W_LAST_RECORD_NS] = host.wall_ns
             self.words[_ring.W_RECORDS] = records
@@ -126,21 +141,44 @@ class Watcher:
     # -- dumps while the host lives ---------------------------------------------------
 
     def maybe_pressure_dump(self, previous: PressureLevel, reading: Reading) -> None:
+        """Dump on a rise to hard or critical, within budget and cooldown (SPEC 5).
+
+        The budget's state lives in the ring header, so a restarted watchdog goes on
+        counting where the one before stopped.
+        """
         level = reading.level
         if level <= previous or level < PressureLevel.HARD:
             return
-        now = time.monotonic()
-        first_critical = level == PressureLevel.CRITICAL and not self.critical_written
-        within_budget = (self.pressure_dumps < self.config.max_dumps
-                         and now - self.last_pressure_dump >= self.config.dump_cooldown)
+        words = self.words
+        now_ns = time.monotonic_ns()
+        last_ns = words[_ring.W_LAST_PRESSURE_NS]
+        first_critical = level == PressureLevel.CRITICAL and not words[_ring.W_CRITICAL_WRITTEN]
+        within_budget = words[_ring.W_PRESSURE_DUMPS] < self.config.max_dumps and (
+            not last_ns or (now_ns - last_ns) / 1e9 >= self.config.dump_cooldown)
         if not (first_critical or within_budget):
             return
         name = self.dump(level.label, reading)
         if name is not None:
-            self.pressure_dumps += 1
-            self.last_pressure_dump = now
+            words[_ring.W_PRESSURE_DUMPS] += 1
+            words[_ring.W_LAST_PRESSURE_NS] = now_ns
             if level == PressureLevel.CRITICAL:
-                self.critical_written = True
+                words[_ring.W_CRITICAL_WRITTEN] = 1
+
+    def check_responsiveness(self, reading: Reading) -> None:
+        if not self.hang.enabled:
+            return
+        event = self.hang.check(self.words[_ring.W_HEARTBEAT], self.last_activity)
+        if event is None:
+            return
+        flags = self.words[_ring.W_FLAGS]
+        signum = self.config.stack_signal
+        stacks = None
+        if flags & _ring.FLAG_STACK_SIGNAL and signum:
+            def stacks() -> str | None:
+                self.words[_ring.W_STACK_REQUESTS] += 1
+                return collect_stacks(self.writer.store, self.stacks_file, self.host_pid,
+                                      self.pidfd, signum)
+        self.dump("unresponsive", reading, responsiveness=event, stacks=stacks)
 
     def answer_requests(self) -> None:
         request = self.words[_ring.W_REQUEST]
@@ -154,10 +192,14 @@ class Watcher:
         self._set_last_dump(name or "")
         self.words[_ring.W_REQUEST_DONE] = request
 
-    def dump(self, trigger: str, reading: Reading, reason: str | None = None) -> str | None:
+    def dump(self, trigger: str, reading: Reading, reason: str | None = None,
+             responsiveness: Responsiveness | None = None,
+             stacks: Callable[[], str | None] | None = None) -> str | None:
         image = _ring.RingImage(bytes(self.buf), live=None)
         name = self.writer.write_live(trigger, reading, image, self._timeline(reading.host.t),
-                                      self.last_record_wall_ns, reason=reason)
+                                      self.last_record_wall_ns, reason=reason,
+                                      responsiveness=responsiveness or self.hang.take_recovery(),
+                                      stacks=stacks)
         if name is not None:
             self._set_last_dump(name)
             self.words[_ring.W_DUMPS] += 1
@@ -177,17 +219,20 @@ class Watcher:
         status = _attribution.read_wait_status(self.host_pid)  # first: the zombie may go soon
         image_bytes = bytes(self.buf)
         image = _ring.RingImage(image_bytes)
+        crash_text = (self.writer.store.read_private(self.crash_file)
+                      if image.flags & _ring.FLAG_CRASH_FILE else None)
         verdict = _attribution.judge(
-            stopped=image.stopped, exiting=image.exiting, exception=image.exception,
-            wait_status=status, oom_before=self.oom_before,
-            oom_after=_attribution.oom_kill_counters(self.host_pid),
+            image=image, wait_status=status, crash_text=crash_text,
+            oom_counters=self.oom.risen(), kernel_log=self.oom.kernel_log(),
             last_ratio=self.last.effective.ratio if self.last else None,
         )
+        self.oom.close()
         if not verdict.clean:
             try:
                 path = self.writer.write_postmortem(
                     verdict, self.last, image, image_bytes,
-                    self._timeline(time.monotonic()), self.last_record_wall_ns)
+                    self._timeline(time.monotonic()), self.last_record_wall_ns,
+                    crash_text=crash_text)
             except Exception as exc:  # keep the segment: a later recovery can try again
                 say(f"cannot write the postmortem ({type(exc).__name__}: {exc}); the ring "
                     f"stays in shared memory as {self.shm_name}")
@@ -196,9 +241,15 @@ class Watcher:
             if path is not None:
                 say(f"postmortem written to {path}")
             self.writer.prune()
+        self.remove_private_files()
         self.close()
         _shm.unlink_segment(self.shm_name)
         return 0
+
+    def remove_private_files(self) -> None:
+        """The host's crash and stacks files: their content is in the postmortem now."""
+        for name in (self.crash_file, self.stacks_file):
+            self.writer.store.remove_private(name)
 
     def _tick(self) -> bool:
         """One sample and its consequences; False when the host turned out to be gone."""
@@ -206,7 +257,9 @@ class Watcher:
         reading = self.sample()
         if reading is None:
             return self.pidfd >= 0  # with a pidfd, poll() reports the death itself
+        self.oom.refresh()
         self.maybe_pressure_dump(previous, reading)
+        self.check_responsiveness(reading)
         return True
 
     def _guarded(self, step: Callable[[], object]) -> object:

@@ -8,6 +8,11 @@ prints ``ready {json}`` and then runs one command read from stdin:
   raise     unhandled ValueError      dump     wd.dump() and print its path, then wait again
   fork      fork a child that records into its own handle, then wait again
   pressure  allocate until critical (or --oscillate rounds), then wait again
+  balloon   allocate without end (for a real OOM kill in a memory cgroup)
+  segv, abort           crash in native code
+  hang N                hold the GIL inside libc sleep(N), then print "woke"
+  block S               sleep S seconds without the GIL, then print "woke"
+  killwd                SIGKILL our watchdog; print once a new one runs
 """
 
 from __future__ import annotations
@@ -32,16 +37,28 @@ def main() -> None:
     parser.add_argument("--cooldown", type=float, default=30.0)
     parser.add_argument("--slots", type=int, default=4096)
     parser.add_argument("--suggestion", default=None)
+    parser.add_argument("--hang-after", type=float, default=None)
+    parser.add_argument("--idle-after", type=float, default=None)
+    parser.add_argument("--catch-sigterm", action="store_true")
+    parser.add_argument("--no-restart", action="store_true")
+    parser.add_argument("--own-faulthandler", action="store_true",
+                        help="enable faulthandler before start_watchdog, as some hosts do")
     parser.add_argument("--no-wait", action="store_true",
                         help="print ready at once, not after the watchdog's first sample")
     args = parser.parse_args()
 
     from watchdog_core import start_watchdog
 
+    if args.own_faulthandler:
+        import faulthandler
+
+        faulthandler.enable()
     wd = start_watchdog(session_id=args.session, diagnostics_dir=args.dir,
                         memory_limit=args.limit, interval=args.interval,
                         max_dumps_per_session=args.max_dumps, dump_cooldown=args.cooldown,
-                        ring_slots=args.slots, suggestion=args.suggestion)
+                        ring_slots=args.slots, suggestion=args.suggestion,
+                        hang_after=args.hang_after, idle_after=args.idle_after,
+                        catch_sigterm=args.catch_sigterm, restart=not args.no_restart)
     global HANDLE
     HANDLE = wd
     stats = json.loads(args.stats)
@@ -77,6 +94,38 @@ def main() -> None:
             print("recorded", flush=True)
         elif command == "fork":
             fork_child(wd, args.dir)
+        elif command == "balloon":
+            while True:  # until the kernel's OOM killer ends us
+                hold.append(bytearray(b"x") * (4 * 1024 * 1024))
+                wd.record(historyEntries=len(hold), estimatedHistoryBytes=len(hold) << 22)
+                time.sleep(0.01)
+        elif command == "segv":
+            import ctypes
+
+            ctypes.string_at(0)
+        elif command == "abort":
+            os.abort()
+        elif command == "hang":
+            import ctypes
+
+            # libc sleep() through PyDLL keeps the GIL: no Python thread can run.
+            ctypes.PyDLL(None).sleep(int(rest[0]))
+            wd.mark("after-hang")
+            print("woke", flush=True)
+        elif command == "block":
+            time.sleep(float(rest[0]))  # releases the GIL: only idle_after can see this
+            wd.mark("after-block")
+            print("woke", flush=True)
+        elif command == "killwd":
+            old = wd._process.pid
+            os.kill(old, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while (wd._process.pid == old or not wd.watchdog_alive) and (
+                time.monotonic() < deadline
+            ):
+                wd.record(historyEntries=1)  # never raises while the watchdog is gone
+                time.sleep(0.01)
+            print(f"watchdog {old} -> {wd._process.pid} alive={wd.watchdog_alive}", flush=True)
         elif command == "pool":
             import multiprocessing
 

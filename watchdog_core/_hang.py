@@ -1,0 +1,102 @@
+"""Is the host still responding? And if not, where is it stuck? (issue 4)
+
+Two signs, both opt-in because busy or idle hosts are normal:
+
+* ``hang_after``: the host's heartbeat thread has not written the ring for that long.
+  The thread needs the GIL, so this catches an interpreter that cannot run Python
+  at all: the GIL held inside a C call, a stopped process.
+* ``idle_after``: no ``record()``/``mark()`` for that long: a deadlocked main thread
+  whose other threads still run.
+
+The stacks come from the host itself: it registered ``faulthandler`` for the stack
+signal, whose C-level handler writes every thread's stack even while the GIL is
+held. The watchdog sends the signal through the host's pidfd (no pid-reuse race).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from ._diagnostics import Responsiveness
+from ._store import DiagnosticsDir
+
+STACKS_WAIT = 2.0  # seconds to wait for faulthandler's stacks to land in the file
+STACKS_SETTLE = 0.05  # the file counts as complete once it stopped growing this long
+
+
+class HangDetector:
+    """Turns heartbeat and record times into unresponsive/recovered events."""
+
+    def __init__(self, hang_after: float | None, idle_after: float | None) -> None:
+        self.hang_after = hang_after
+        self.idle_after = idle_after
+        self.started = time.monotonic()
+        self.unresponsive_since: float | None = None
+        self.reason = "heartbeat"
+        self.recovery: Responsiveness | None = None  # noted in the next dump, then cleared
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.hang_after or self.idle_after)
+
+    def check(self, heartbeat_ns: int, last_activity: float) -> Responsiveness | None:
+        """Returns a Responsiveness when the host has just become unresponsive.
+
+        ``heartbeat_ns`` is the host's last CLOCK_MONOTONIC heartbeat (0 before the
+        first); ``last_activity`` the monotonic time the newest record appeared.
+        """
+        now = time.monotonic()
+        beat = heartbeat_ns / 1e9 if heartbeat_ns else self.started
+        heartbeat_age = max(0.0, now - beat)
+        idle = max(0.0, now - max(last_activity, self.started))
+        stale = bool(self.hang_after and heartbeat_age > self.hang_after)
+        quiet = bool(self.idle_after and idle > self.idle_after)
+        if stale or quiet:
+            if self.unresponsive_since is not None:
+                return None  # one dump per episode
+            self.unresponsive_since = now
+            self.reason = "heartbeat" if stale else "idle"
+            return Responsiveness(state="unresponsive", reason=self.reason,
+                                  heartbeat_age=round(heartbeat_age, 3),
+                                  idle_seconds=round(idle, 3))
+        if self.unresponsive_since is not None:
+            self.recovery = Responsiveness(
+                state="recovered", reason=self.reason,
+                heartbeat_age=round(heartbeat_age, 3), idle_seconds=round(idle, 3),
+                unresponsive_for=round(now - self.unresponsive_since, 3))
+            self.unresponsive_since = None
+        return None
+
+    def take_recovery(self) -> Responsiveness | None:
+        recovery, self.recovery = self.recovery, None
+        return recovery
+
+
+def collect_stacks(store: DiagnosticsDir, file_name: str, host_pid: int, pidfd: int,
+                   signum: int) -> str | None:
+    """Ask the host for its threads' stacks and return what faulthandler wrote."""
+    before = store.private_size(file_name)
+    if before < 0:
+        return None
+    try:
+        if pidfd >= 0 and hasattr(signal, "pidfd_send_signal"):
+            signal.pidfd_send_signal(pidfd, signum)
+        else:
+            os.kill(host_pid, signum)
+    except OSError:
+        return None
+    deadline = time.monotonic() + STACKS_WAIT
+    size, stable_since = before, time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+        now_size = store.private_size(file_name)
+        if now_size != size:
+            size, stable_since = now_size, time.monotonic()
+        elif size > before and time.monotonic() - stable_since >= STACKS_SETTLE:
+            break
+    if size <= before:
+        return None
+    text = store.read_private(file_name, limit=before + 1024 * 1024)
+    return text[before:] if text is not None else None
