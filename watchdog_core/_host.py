@@ -167,14 +167,17 @@ class Watchdog:
         """The pressure level the watchdog last graded (a memory read)."""
         from ._levels import PressureLevel
 
-        status = self.status()
-        return PressureLevel.from_name(str(status["level"])) if status else PressureLevel.NORMAL
+        status = _ring.read_status(self._w.buf, self._w.words) if self._w.attached else None
+        return PressureLevel.from_name(status.level) if status else PressureLevel.NORMAL
 
     def status(self) -> dict[str, object] | None:
-        """The watchdog's last status block: level, ratio, rss, heapLimit, growth..."""
+        """The watchdog's last status block: level, ratio, rss, heapLimit, limitSource,
+        growthBytesPerSecond, secondsToLimit (bytes, seconds); None before its first
+        sample."""
         if not self._w.attached:
             return None
-        return _ring.read_status(self._w.buf, self._w.words)
+        status = _ring.read_status(self._w.buf, self._w.words)
+        return status.as_dict() if status else None
 
     @property
     def watchdog_alive(self) -> bool:

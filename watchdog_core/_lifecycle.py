@@ -148,16 +148,16 @@ class HostHooks:
         while self.active():
             try:
                 self.w.words[_ring.W_HEARTBEAT] = time.monotonic_ns()
-                if self.config.restart:
-                    self._restart_if_dead()
+                self._reap_or_restart()
             except (ValueError, OSError):  # detached between the check and the write
                 return
             time.sleep(period)
 
-    def _restart_if_dead(self) -> None:
+    def _reap_or_restart(self) -> None:
+        """A dead watchdog is reaped at once (no zombie), and restarted if allowed."""
         handle = self.handle
         process = handle._process
-        if process is None or process.alive() or not self.active():
+        if process is None or process.alive() or not self.active() or not self.config.restart:
             return
         now = time.monotonic()
         if self.restarts >= MAX_RESTARTS or now - self.last_restart < RESTART_SPACING:

@@ -111,7 +111,8 @@ class DumpWriter:
                          image: _ring.RingImage, image_bytes: bytes,
                          timeline: list[tuple[float, int, float]],
                          last_record_wall_ns: int, crash_text: str | None = None,
-                         trigger: str = "host-died") -> str | None:
+                         trigger: str = "host-died",
+                         status: _ring.Status | None = None) -> str | None:
         """The host is dead: the last-known state, how it died, and the ring image."""
         wall_ns = time.time_ns()
         host_exit = HostExit(kind=verdict.kind, signal=verdict.signal,
@@ -120,6 +121,9 @@ class DumpWriter:
         dump = self._build(trigger, reading, image, timeline, wall_ns, last_record_wall_ns,
                            alive=False, exit=host_exit)
         dump.crash_traceback = crash_text or None
+        if reading is None and status is not None:  # an orphan: its last status block
+            dump.memory = _memory_from_status(status)
+            dump.level = status.level  # type: ignore[assignment]
         dump.suggestion = self._suggestion(dump.level, trigger, dump.memory.limit_source,
                                            verdict.kind, dump.memory.heap_limit)
         name = self._publish(dump, wall_ns)
@@ -237,6 +241,15 @@ class DumpWriter:
                 print(f"watchdog-core: {message}", file=sys.stderr, flush=True)
             except (OSError, ValueError):  # a broken stderr must not stop the watchdog
                 pass
+
+
+def _memory_from_status(status: _ring.Status) -> MemoryInfo:
+    return MemoryInfo(
+        rss=status.rss, heap_used=status.heap_used, heap_limit=status.heap_limit,
+        ratio=round(status.ratio, 4), limit_source=status.limit_source,
+        growth_bytes_per_second=round(status.growth, 1),
+        seconds_to_limit=status.seconds_to_limit,
+    )
 
 
 def _timeline_points(timeline: list[tuple[float, int, float]]) -> list[TimelinePoint]:

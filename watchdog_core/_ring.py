@@ -515,7 +515,7 @@ class RingImage:
                 return _cstr(raw) if seq else None
         return None
 
-    def _read_status(self) -> dict[str, object] | None:
+    def _read_status(self) -> Status | None:
         return read_status(self._data, self._live_words)
 
     def _word(self, index: int) -> int:
@@ -606,12 +606,11 @@ class RingImage:
             "stats": list(self.names),
             "dumps": self.dumps,
             "lastDump": self.last_dump,
-            "status": self.status,
+            "status": self.status.as_dict() if self.status else None,
         }
 
 
-def read_status(buf: memoryview, live_words: memoryview | None = None
-                ) -> dict[str, object] | None:
+def read_status(buf: memoryview, live_words: memoryview | None = None) -> Status | None:
     """The watchdog's status block under its seqlock; None before the first sample."""
     words = live_words if live_words is not None else buf[:HEADER_SIZE].cast("Q")
     try:
@@ -619,7 +618,7 @@ def read_status(buf: memoryview, live_words: memoryview | None = None
             seq = int(words[W_STATUS_SEQ])
             raw = bytes(buf[STATUS_AT : STATUS_AT + STATUS.size])
             if seq & 1 == 0 and seq == int(words[W_STATUS_SEQ]):
-                return decode_status(raw) if seq else None
+                return Status(raw) if seq else None
         return None
     finally:
         if live_words is None:
@@ -639,21 +638,29 @@ def flag_names(flags: int) -> list[str]:
     return [name for bit, name in names if flags & bit]
 
 
-def decode_status(raw: bytes) -> dict[str, object]:
-    (level, ratio, rss, heap_used, limit, growth, to_limit, source, sampled_ns,
-     samples) = STATUS.unpack(raw)
-    return {
-        "level": _LEVELS[level] if 0 <= level < len(_LEVELS) else "normal",
-        "ratio": ratio,
-        "rss": rss,
-        "heapUsed": heap_used,
-        "heapLimit": limit or None,
-        "limitSource": LIMIT_SOURCES[source] if 0 <= source < len(LIMIT_SOURCES) else "none",
-        "growthBytesPerSecond": growth,
-        "secondsToLimit": None if math.isnan(to_limit) else to_limit,  # NaN: "not growing"
-        "sampled": sampled_ns / 1e9,
-        "samples": samples,
-    }
+class Status:
+    """The watchdog's last grading of the host, as kept in the header."""
+
+    __slots__ = ("level", "ratio", "rss", "heap_used", "heap_limit", "limit_source",
+                 "growth", "seconds_to_limit", "sampled", "samples")
+
+    def __init__(self, raw: bytes) -> None:
+        (level, self.ratio, self.rss, self.heap_used, limit, self.growth, to_limit, source,
+         sampled_ns, self.samples) = STATUS.unpack(raw)
+        self.level: str = _LEVELS[level] if 0 <= level < len(_LEVELS) else "normal"
+        self.heap_limit: int | None = limit or None
+        self.limit_source: str = (LIMIT_SOURCES[source] if 0 <= source < len(LIMIT_SOURCES)
+                                  else "none")
+        # NaN stands for "not growing"
+        self.seconds_to_limit: float | None = None if math.isnan(to_limit) else to_limit
+        self.sampled: float = sampled_ns / 1e9
+
+    def as_dict(self) -> dict[str, object]:
+        return {"level": self.level, "ratio": self.ratio, "rss": self.rss,
+                "heapUsed": self.heap_used, "heapLimit": self.heap_limit,
+                "limitSource": self.limit_source, "growthBytesPerSecond": self.growth,
+                "secondsToLimit": self.seconds_to_limit, "sampled": self.sampled,
+                "samples": self.samples}
 
 
 def encode_status(level: int, ratio: float, rss: int, heap_used: int, limit: int | None,

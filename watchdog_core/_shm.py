@@ -108,3 +108,21 @@ def list_segments() -> list[str]:
 
 def segment_exists(name: str) -> bool:
     return os.path.exists(os.path.join(_SHM_DIR, name))
+
+
+def claim_segment(name: str) -> int | None:
+    """An exclusive, non-blocking claim on a segment (flock on its descriptor), so that
+    two recoverers never write two postmortems of one orphan. None if someone holds it
+    or it is gone; close the returned descriptor to release the claim."""
+    import fcntl
+
+    try:
+        fd: int = _posixshmem.shm_open("/" + name, os.O_RDONLY, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd

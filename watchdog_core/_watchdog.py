@@ -188,7 +188,10 @@ class Watcher:
         name = None
         if reading is not None:
             reason = _request_reason(self.buf) or "manual"
-            name = self.dump("manual", reading, reason=reason)
+            event = None
+            if self.hang.enabled:  # bring the state up to date: a recovery is noted here
+                event = self.hang.check(self.words[_ring.W_HEARTBEAT], self.last_activity)
+            name = self.dump("manual", reading, reason=reason, responsiveness=event)
         self._set_last_dump(name or "")
         self.words[_ring.W_REQUEST_DONE] = request
 
@@ -283,8 +286,15 @@ class Watcher:
         self.buf.release()
         self.mapping.close()
 
+    def recover_orphans(self) -> None:
+        from ._recovery import recover_orphans
+
+        for name, path in recover_orphans(exclude={self.shm_name}):
+            say(f"recovered orphaned ring {name}" + (f": postmortem {path}" if path else ""))
+
     def run(self) -> int:
         poller = select.poll()
+        orphans_checked = False
         if self.pidfd >= 0:
             poller.register(self.pidfd, select.POLLIN)
         if self.ctl >= 0:
@@ -318,6 +328,9 @@ class Watcher:
                 if not self._guarded(self._tick):  # gone between two polls (no pidfd)
                     return self.host_ended()
             self._guarded(self.answer_requests)
+            if not orphans_checked:  # once, after the first sample: the host comes first
+                orphans_checked = True
+                self._guarded(self.recover_orphans)
 
 
 def say(message: str) -> None:

@@ -99,9 +99,8 @@ def _print_text(source: str, image: _ring.RingImage, slots: list[_ring.Slot], to
     w(f"activity  {image.last_label or '-'}\n")
     status = image.status
     if status:
-        limit = status["heapLimit"]
-        w(f"status    {status['level']}   ratio {status['ratio']:.3f}   rss {status['rss']}   "
-          f"limit {limit if limit else '-'} ({status['limitSource']})\n")
+        w(f"status    {status.level}   ratio {status.ratio:.3f}   rss {status.rss}   "
+          f"limit {status.heap_limit or '-'} ({status.limit_source})\n")
     w(f"stats     {', '.join(image.names) or '-'}\n")
     w(f"dir       {image.diagnostics_dir}\n")
     if slots or torn:
