@@ -252,6 +252,19 @@ def _v1_limit(root: str, mount: Mount, path: str) -> CgroupLimit | None:
     return CgroupLimit("cgroup-v1", directory, min(limits), rel)
 
 
+def cgroup_psi_path(root: str, layout: tuple[dict[str, str], list[Mount]]) -> str | None:
+    """The host's cgroup v2 ``memory.pressure`` file, if it has one."""
+    membership, all_mounts = layout
+    mount = next((m for m in all_mounts if m.fstype == "cgroup2"), None)
+    if "v2" not in membership or mount is None:
+        return None
+    leaf = cgroup_dir(root, mount, membership["v2"])
+    if leaf is None or leaf == os.path.normpath(os.path.join(root, mount.point.lstrip("/"))):
+        return None  # the root cgroup's file is the machine's: /proc/pressure says it
+    path = os.path.join(leaf, "memory.pressure")
+    return path if os.path.exists(path) else None
+
+
 def cgroup_v1_memory_dir(root: str = "/", pid: int | str = "self") -> str | None:
     """The host's v1 memory cgroup directory (for OOM counters), or None."""
     membership = cgroup_membership(root, pid)

@@ -157,6 +157,7 @@ class SystemProbe:
         self._rlimits: dict[str, int] = {}
         self._rlimits_at = -1e9
         self._cgroup_limits: list[_limits.CgroupLimit] | None = None
+        self._cgroup_psi: str | None = None
         self._cgroups_at = -1e9
 
     def meminfo(self) -> dict[str, int]:
@@ -174,7 +175,10 @@ class SystemProbe:
         now = time.monotonic()
         if self._cgroup_limits is None or now - self._cgroups_at > 2.0:
             self._cgroups_at = now
-            self._cgroup_limits = _limits.cgroup_limits(self.root, self.host_pid)
+            layout = (_limits.cgroup_membership(self.root, self.host_pid),
+                      _limits.mounts(self.root, self.host_pid))
+            self._cgroup_limits = _limits.cgroup_limits(self.root, self.host_pid, layout)
+            self._cgroup_psi = _limits.cgroup_psi_path(self.root, layout)
         return _limits.cgroup_pairs(limits=self._cgroup_limits)
 
     def rlimits(self) -> dict[str, int]:
@@ -189,6 +193,12 @@ class SystemProbe:
         return self._rlimits
 
     def psi(self) -> dict[str, float]:
+        """Memory PSI avg10: the host's cgroup v2 ``memory.pressure`` where it has one
+        (the stalls of its own cgroup), else the machine's /proc/pressure/memory."""
+        if self._cgroup_psi:
+            found = _limits.psi_memory(self._cgroup_psi)
+            if found:
+                return found
         return _limits.psi_memory(os.path.join(self.root, "proc/pressure/memory"))
 
 

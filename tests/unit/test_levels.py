@@ -84,3 +84,35 @@ def test_every_trigger_and_level_has_a_suggestion(trigger: str, level: str) -> N
 
 def test_oom_suggestion_names_the_limit() -> None:
     assert "cgroup-v1" in default_suggestion("critical", "host-died", "cgroup-v1", "oom-killed")
+
+
+def test_a_sustained_leak_is_suspected() -> None:
+    from watchdog_core._levels import LEAK_BYTES_PER_HOUR
+
+    risks = assess_risks(ratio=0.2, level=PressureLevel.NORMAL, hard=0.65, rss=1 << 30,
+                         seconds_to_limit=None, session={},
+                         leak_bytes_per_hour=LEAK_BYTES_PER_HOUR * 1.5)
+    assert [r.id for r in risks] == ["memory_leak_suspected"]
+    assert assess_risks(ratio=0.2, level=PressureLevel.NORMAL, hard=0.65, rss=1 << 30,
+                        seconds_to_limit=None, session={},
+                        leak_bytes_per_hour=LEAK_BYTES_PER_HOUR * 0.5) == []
+
+
+def test_the_history_share_is_configurable() -> None:
+    kwargs = {"ratio": 0.2, "level": PressureLevel.NORMAL, "hard": 0.65, "rss": 1000,
+                  "seconds_to_limit": None, "session": {"estimatedHistoryBytes": 300}}
+    assert [r.id for r in assess_risks(**kwargs)] == ["large_session_history"]  # type: ignore[arg-type]
+    assert assess_risks(**kwargs, history_share=0.5) == []  # type: ignore[arg-type]
+
+
+def test_fd_leak_uses_the_share_of_the_fd_limit() -> None:
+    risks = assess_risks(ratio=0.1, level=PressureLevel.NORMAL, hard=0.65, rss=1,
+                         seconds_to_limit=None, session={}, fds=900, fd_limit=1024)
+    assert [r.id for r in risks] == ["fd_leak"] and risks[0].threshold == 0.8 * 1024
+
+
+def test_growth_span() -> None:
+    g = GrowthEstimator(window=600, spacing=10)
+    for t in range(0, 700, 5):
+        g.add(float(t), float(t))
+    assert 580 <= g.span() <= 600

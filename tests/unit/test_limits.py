@@ -152,3 +152,13 @@ def test_this_machine_is_read_without_error() -> None:
     assert all(p.limit > 0 and p.usage >= 0 for p in pairs)
     info = _limits.meminfo()
     assert info["MemTotal"] > 0
+
+
+def test_cgroup_v2_memory_pressure_file(tmp_path: Path) -> None:
+    v2_tree(tmp_path, leaf_max="max", parent_max="max")
+    write(tmp_path, "sys/fs/cgroup/user.slice/app.scope/memory.pressure",
+          "some avg10=12.50 avg60=0.00 avg300=0.00 total=1\n")
+    layout = (_limits.cgroup_membership(str(tmp_path), 42), _limits.mounts(str(tmp_path), 42))
+    path = _limits.cgroup_psi_path(str(tmp_path), layout)
+    assert path is not None and path.endswith("app.scope/memory.pressure")
+    assert _limits.psi_memory(path) == {"some": 12.5}
