@@ -76,27 +76,35 @@ class HangDetector:
 
 def collect_stacks(store: DiagnosticsDir, file_name: str, host_pid: int, pidfd: int,
                    signum: int) -> str | None:
-    """Ask the host for its threads' stacks and return what faulthandler wrote."""
-    before = store.private_size(file_name)
-    if before < 0:
+    """Ask the host for its threads' stacks and return what faulthandler wrote.
+
+    The stacks file is opened before the signal goes out: a host that wakes up and
+    calls stop() removes the file, and an open descriptor still reads it.
+    """
+    fd = store.open_private(file_name)
+    if fd is None:
         return None
     try:
-        if pidfd >= 0 and hasattr(signal, "pidfd_send_signal"):
-            signal.pidfd_send_signal(pidfd, signum)
-        else:
-            os.kill(host_pid, signum)
-    except OSError:
-        return None
-    deadline = time.monotonic() + STACKS_WAIT
-    size, stable_since = before, time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.01)
-        now_size = store.private_size(file_name)
-        if now_size != size:
-            size, stable_since = now_size, time.monotonic()
-        elif size > before and time.monotonic() - stable_since >= STACKS_SETTLE:
-            break
-    if size <= before:
-        return None
-    text = store.read_private(file_name, limit=before + 1024 * 1024)
-    return text[before:] if text is not None else None
+        before = os.fstat(fd).st_size
+        try:
+            if pidfd >= 0 and hasattr(signal, "pidfd_send_signal"):
+                signal.pidfd_send_signal(pidfd, signum)
+            else:
+                os.kill(host_pid, signum)
+        except OSError:
+            return None
+        deadline = time.monotonic() + STACKS_WAIT
+        size, stable_since = before, time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+            now_size = os.fstat(fd).st_size
+            if now_size != size:
+                size, stable_since = now_size, time.monotonic()
+            elif size > before and time.monotonic() - stable_since >= STACKS_SETTLE:
+                break
+        if size <= before:
+            return None
+        raw = os.pread(fd, min(size - before, 1024 * 1024), before)
+        return raw.decode("utf-8", "replace")
+    finally:
+        os.close(fd)

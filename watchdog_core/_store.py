@@ -143,11 +143,12 @@ class DiagnosticsDir:
         text = raw[:limit].decode("utf-8", "replace")
         return text + "\n[truncated]\n" if len(raw) > limit else text
 
-    def private_size(self, name: str) -> int:
+    def open_private(self, name: str) -> int | None:
+        """A read-only descriptor of one of the host's hidden files, or None."""
         try:
-            return os.stat(name, dir_fd=self.open(), follow_symlinks=False).st_size
+            return os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self.open())
         except OSError:
-            return -1
+            return None
 
     def remove_private(self, name: str) -> None:
         try:
