@@ -94,6 +94,7 @@ class Responsiveness(_Model):
                                         "heartbeat thread last ran")
     idle_seconds: float | None = Field(None, description="seconds without record()/mark()")
     unresponsive_for: float | None = Field(None, description="on recovery: how long it lasted")
+    stacks_missing: str | None = Field(None, description="why there are no stacks, if none")
 
 
 class WatchdogInfo(_Model):

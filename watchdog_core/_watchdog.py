@@ -176,8 +176,15 @@ class Watcher:
         if flags & _ring.FLAG_STACK_SIGNAL and signum:
             def stacks() -> str | None:
                 self.words[_ring.W_STACK_REQUESTS] += 1
-                return collect_stacks(self.writer.store, self.stacks_file, self.host_pid,
+                text = collect_stacks(self.writer.store, self.stacks_file, self.host_pid,
                                       self.pidfd, signum)
+                if text is None:
+                    event.stacks_missing = "the host wrote no stacks within 2 s"
+                return text
+        elif flags & _ring.FLAG_STACK_SIGNAL_TAKEN:
+            event.stacks_missing = "the host handles the stack signal itself"
+        else:
+            event.stacks_missing = "no stack signal registered (stack_signal=0 or no directory)"
         self.dump("unresponsive", reading, responsiveness=event, stacks=stacks)
 
     def answer_requests(self) -> None:

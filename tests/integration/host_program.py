@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import sys
+import threading  # loaded before start_watchdog, as in most real hosts: excepthook chained
 import time
 
 
@@ -41,6 +42,8 @@ def main() -> None:
     parser.add_argument("--idle-after", type=float, default=None)
     parser.add_argument("--catch-sigterm", action="store_true")
     parser.add_argument("--no-restart", action="store_true")
+    parser.add_argument("--own-usr2", action="store_true",
+                        help="install a SIGUSR2 handler of the host's own before starting")
     parser.add_argument("--own-faulthandler", action="store_true",
                         help="enable faulthandler before start_watchdog, as some hosts do")
     parser.add_argument("--no-wait", action="store_true",
@@ -49,6 +52,8 @@ def main() -> None:
 
     from watchdog_core import start_watchdog
 
+    if args.own_usr2:
+        signal.signal(signal.SIGUSR2, lambda *_: None)
     if args.own_faulthandler:
         import faulthandler
 
@@ -99,6 +104,14 @@ def main() -> None:
                 hold.append(bytearray(b"x") * (4 * 1024 * 1024))
                 wd.record(historyEntries=len(hold), estimatedHistoryBytes=len(hold) << 22)
                 time.sleep(0.01)
+        elif command == "thread-raise":
+            def fail() -> None:
+                raise KeyError("a secret key name")
+
+            t = threading.Thread(target=fail)
+            t.start()
+            t.join()
+            print("thread died", flush=True)
         elif command == "segv":
             import ctypes
 

@@ -176,3 +176,31 @@ def test_both_processes_killed_leaves_an_orphan_the_next_session_recovers(start_
     assert dump["session"] == {"turns": 42}
     assert dump["lastActivity"] == "doomed"
     assert (first_dir / dump["ring"]["file"]).exists()
+
+
+def test_a_threads_uncaught_exception_is_evidence_not_a_verdict(start_host) -> None:
+    host = start_host()
+    info = host.wait_ready()
+    host.send("thread-raise")
+    assert host.proc.stdout is not None
+    assert host.proc.stdout.readline().strip() == "thread died"
+    os.kill(int(info["pid"]), signal.SIGKILL)
+    host.finish()
+    exit_ = _postmortem(host)["host"]["exit"]
+    assert exit_["kind"] == "killed"
+    assert "ring: a thread died of KeyError" in exit_["evidence"]
+    assert "secret key name" not in json.dumps(host.dumps())
+
+
+def test_a_host_owning_the_stack_signal_keeps_it(start_host) -> None:
+    host = start_host("--own-usr2", "--hang-after", "1.0")
+    info = host.wait_ready()
+    host.send("hang 3")
+    assert host.proc.stdout is not None
+    assert host.proc.stdout.readline().strip() == "woke"  # our SIGUSR2 never cut it short
+    host.send("stop")
+    assert host.finish() == 0
+    (hang,) = [d for d in host.dumps() if d["trigger"] == "unresponsive"]
+    assert "stacks" not in hang["extras"]
+    assert hang["responsiveness"]["stacksMissing"] == "the host handles the stack signal itself"
+    assert info["watchdog_pid"]
