@@ -160,7 +160,9 @@ class SessionConfig:
         "include_children",
         "interval",
         "large_history_share",
+        "max_bytes",
         "max_dumps_per_session",
+        "max_files",
         "memory_limit",
         "on_pressure",
         "restart",
@@ -193,6 +195,8 @@ class SessionConfig:
         restart: bool = True,
         stack_signal: int | None = None,
         large_history_share: float = 0.25,
+        max_files: int | None = None,
+        max_bytes: int | str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if env is None else env
@@ -265,6 +269,38 @@ class SessionConfig:
             raise ValueError(f"large_history_share must be a fraction in (0, 1], got "
                              f"{large_history_share!r}")
         self.large_history_share = float(large_history_share)
+        self.max_files, self.max_bytes = _retention(env, max_files, max_bytes)
+
+
+DEFAULT_MAX_FILES = 100
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+
+
+def _retention(env: Mapping[str, str], max_files: object, max_bytes: object) -> tuple[int, int]:
+    """Retention limits: the argument, else WATCHDOG_CORE_MAX_FILES/_MAX_BYTES, else the
+    defaults (100 dump sets, 256 MiB). A bad environment value warns and is ignored."""
+    if max_files is None:
+        raw = env.get("WATCHDOG_CORE_MAX_FILES")
+        max_files = DEFAULT_MAX_FILES
+        if raw is not None:
+            if raw.strip().isdigit() and int(raw) >= 1:
+                max_files = int(raw)
+            else:
+                warnings.warn(f"watchdog-core: ignoring WATCHDOG_CORE_MAX_FILES={raw!r}: not a "
+                              "whole number >= 1", RuntimeWarning, stacklevel=4)
+    elif isinstance(max_files, bool) or not isinstance(max_files, int) or max_files < 1:
+        raise ValueError(f"max_files must be an int >= 1, got {max_files!r}")
+    if max_bytes is None:
+        raw = env.get("WATCHDOG_CORE_MAX_BYTES")
+        max_bytes = DEFAULT_MAX_BYTES
+        if raw is not None:
+            try:
+                max_bytes = parse_size(raw, "WATCHDOG_CORE_MAX_BYTES")
+            except ValueError as exc:
+                warnings.warn(f"watchdog-core: ignoring {exc}", RuntimeWarning, stacklevel=4)
+    else:
+        max_bytes = parse_size(max_bytes, "max_bytes")
+    return int(max_files), int(max_bytes)
 
 
 def _check_suggestion(value: object) -> dict[str, str]:

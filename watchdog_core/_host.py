@@ -340,6 +340,8 @@ def start_watchdog(
     restart: bool = True,
     stack_signal: int | None = None,
     large_history_share: float = 0.25,
+    max_files: int | None = None,
+    max_bytes: int | str | None = None,
 ) -> Watchdog:
     """Start watching this process; returns the :class:`Watchdog` handle.
 
@@ -348,7 +350,9 @@ def start_watchdog(
     it; ``restart`` starts a new watchdog if the first dies (at most 3 times);
     ``stack_signal`` (default SIGUSR2, 0 for none) is the signal on which the host
     dumps its threads' stacks; ``large_history_share`` is the share of RSS above which
-    ``estimatedHistoryBytes`` is a risk. Bad arguments raise ``ValueError`` naming the
+    ``estimatedHistoryBytes`` is a risk; ``max_files``/``max_bytes`` bound the
+    directory (default 100 dump sets, 256 MiB, or WATCHDOG_CORE_MAX_FILES/_BYTES).
+    Bad arguments raise ``ValueError`` naming the
     argument; an environment that cannot host a watchdog (no shared memory, a full
     ``/dev/shm``, an unsupported platform, ``WATCHDOG_CORE_DISABLE=1``) gives a
     disabled handle and one ``RuntimeWarning``, never an exception.
@@ -364,7 +368,7 @@ def start_watchdog(
         on_pressure=on_pressure,  # type: ignore[arg-type]
         hang_after=hang_after, idle_after=idle_after, include_children=include_children,
         catch_sigterm=catch_sigterm, restart=restart, stack_signal=stack_signal,
-        large_history_share=large_history_share,
+        large_history_share=large_history_share, max_files=max_files, max_bytes=max_bytes,
     )
     if os.environ.get("WATCHDOG_CORE_DISABLE", "") not in ("", "0"):
         return _disabled(config, "WATCHDOG_CORE_DISABLE is set", warn=False)
@@ -394,7 +398,8 @@ def start_watchdog(
         config=_ring.RingConfig(config.soft, config.hard, config.critical, config.memory_limit,
                                 config.dump_cooldown, config.max_dumps_per_session,
                                 config.hang_after, config.idle_after, config.include_children,
-                                config.large_history_share, config.stack_signal),
+                                config.large_history_share, config.stack_signal,
+                                config.max_files, config.max_bytes),
     )
     try:
         process = _spawn.spawn_watchdog(shm_name, config.suggestion)

@@ -24,6 +24,7 @@ import faulthandler
 import os
 import sys
 import time
+import warnings
 
 from . import _ring
 from ._safedir import StoreError, create_private_file, open_dir, private_file_name
@@ -94,8 +95,11 @@ class HostHooks:
         config, w = self.config, self.w
         try:
             self.dir_fd = open_dir(config.diagnostics_dir)
-        except StoreError:
-            return  # the watchdog reports the directory once; no crash file then
+        except StoreError as exc:
+            # The session goes on (the ring, levels, read-ring) but nothing is written there.
+            warnings.warn(f"watchdog-core: no dumps will be written: {exc}", RuntimeWarning,
+                          stacklevel=4)
+            return
         if faulthandler.is_enabled():
             w.set_flag(_ring.FLAG_FOREIGN_FAULTHANDLER)
         else:

@@ -82,6 +82,10 @@ def recover_orphans(exclude: set[str] | None = None, *, dry_run: bool = False
     for name in _shm.list_segments():
         if exclude and name in exclude:
             continue
+        # Another user's segment could name any directory in its header: never write
+        # where a ring we did not create tells us to.
+        if _shm.segment_owner(name) != os.geteuid():
+            continue
         try:
             mapping = _shm.open_segment(name)
         except OSError:
@@ -130,7 +134,6 @@ def recover(name: str, image: _ring.RingImage, image_bytes: bytes,
         path = writer.write_postmortem(verdict, None, image, image_bytes, [], 0,
                                        crash_text=crash_text, trigger="recovered",
                                        status=status)
-        writer.prune()
     for kind in ("crash", "stacks"):
         writer.store.remove_private(private_file_name(kind, image.session_id, image.host_pid))
     _shm.unlink_segment(name)

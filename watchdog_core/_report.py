@@ -64,7 +64,8 @@ class DumpWriter:
         self.history_share = header.config.history_share
         self.suggestions = suggestions
         self.probe = probe
-        self.store = DiagnosticsDir(header.diagnostics_dir)
+        self.store = DiagnosticsDir(header.diagnostics_dir, max_files=header.config.max_files,
+                                    max_bytes=header.config.max_bytes)
         self.argv = redact_argv(probe.cmdline())  # now: the host may be gone at the end
         self.python = _python_version()
         self._reported: set[str] = set()
@@ -105,6 +106,7 @@ class DumpWriter:
         dump.risks = [r.id for r in dump.risk_details]
         dump.collection_complete = True
         self._replace(name, dump)
+        self.prune(keep=name)
         return name
 
     def write_postmortem(self, verdict: _attribution.Verdict, reading: Reading | None,
@@ -137,11 +139,13 @@ class DumpWriter:
             self._report_once("ring", f"cannot save the ring image {ring_name}: {exc}")
         dump.collection_complete = True
         self._replace(name, dump)
+        self.prune(keep=name)
         return os.path.join(self.store.path, name)
 
-    def prune(self) -> None:
+    def prune(self, keep: str | None = None) -> None:
+        """Retention after a dump, under the directory's lock; never ``keep``."""
         try:
-            self.store.prune()
+            self.store.prune(keep=keep)
         except OSError as exc:
             self._report_once("prune", f"retention failed in {self.store.path}: {exc}")
 

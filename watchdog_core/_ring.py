@@ -18,6 +18,8 @@ import math
 import os
 import struct
 
+from ._config import validate_session_id
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import mmap
@@ -82,7 +84,7 @@ LABEL_AT = 3072  # last mark() label, LABEL_SIZE bytes, under W_LABEL_SEQ
 EXCEPTION_AT, EXCEPTION_SIZE = 3200, 128  # uncaught exception type name
 DUMP_NAME_AT, DUMP_NAME_SIZE = 3328, 256  # file name of the newest dump (watchdog)
 CONFIG_AT = 3584
-CONFIG = struct.Struct("<dddqdqddIdI")
+CONFIG = struct.Struct("<dddqdqddIdIqq")
 REASON_AT, REASON_SIZE = 3712, 64  # reason of the pending manual dump request (host)
 THREAD_EXCEPTION_AT, THREAD_EXCEPTION_SIZE = 3776, 128  # a dead thread's exception type
 DIR_AT, DIR_SIZE = 4096, 4096  # absolute diagnostics directory, NUL padded
@@ -122,12 +124,13 @@ class RingConfig:
 
     __slots__ = ("soft", "hard", "critical", "memory_limit", "dump_cooldown",
                  "max_dumps", "hang_after", "idle_after", "include_children",
-                 "history_share", "stack_signal")
+                 "history_share", "stack_signal", "max_files", "max_bytes")
 
     def __init__(self, soft: float, hard: float, critical: float, memory_limit: int | None,
                  dump_cooldown: float, max_dumps: int, hang_after: float | None,
                  idle_after: float | None, include_children: bool,
-                 history_share: float = 0.25, stack_signal: int = 0) -> None:
+                 history_share: float = 0.25, stack_signal: int = 0,
+                 max_files: int = 100, max_bytes: int = 256 << 20) -> None:
         self.soft, self.hard, self.critical = soft, hard, critical
         self.memory_limit = memory_limit
         self.dump_cooldown = dump_cooldown
@@ -137,19 +140,22 @@ class RingConfig:
         self.include_children = include_children
         self.history_share = history_share
         self.stack_signal = stack_signal
+        self.max_files = max_files
+        self.max_bytes = max_bytes
 
     def pack(self) -> bytes:
         return CONFIG.pack(self.soft, self.hard, self.critical, self.memory_limit or 0,
                            self.dump_cooldown, self.max_dumps, self.hang_after or 0.0,
                            self.idle_after or 0.0, int(self.include_children),
-                           self.history_share, self.stack_signal)
+                           self.history_share, self.stack_signal, self.max_files,
+                           self.max_bytes)
 
     @classmethod
     def unpack(cls, raw: bytes | memoryview) -> RingConfig:
         (soft, hard, critical, limit, cooldown, dumps, hang, idle, opts, share,
-         stack_signal) = CONFIG.unpack(raw)
+         stack_signal, max_files, max_bytes) = CONFIG.unpack(raw)
         return cls(soft, hard, critical, limit or None, cooldown, dumps, hang or None,
-                   idle or None, bool(opts & 1), share, stack_signal)
+                   idle or None, bool(opts & 1), share, stack_signal, max_files, max_bytes)
 
 
 class RingWriter:
@@ -479,6 +485,14 @@ class RingImage:
         self.boot_id = _cstr(fields[14])
         self.session_id = _cstr(bytes(data[SESSION_ID_AT : SESSION_ID_AT + SESSION_ID_SIZE]))
         self.diagnostics_dir = _cstr(bytes(data[DIR_AT : DIR_AT + DIR_SIZE]))
+        # Both become parts of paths the reader may write to: check them like user input.
+        try:
+            validate_session_id(self.session_id, "session id")
+        except ValueError:
+            raise RingError(f"corrupt ring header: bad session id {self.session_id!r}") from None
+        if not self.diagnostics_dir.startswith("/") or "\ufffd" in self.diagnostics_dir:
+            raise RingError("corrupt ring header: the diagnostics directory is not an "
+                            "absolute path")
         self.config = RingConfig.unpack(data[CONFIG_AT : CONFIG_AT + CONFIG.size])
         words = data[: HEADER_SIZE].cast("Q")
         self.flags: int = words[W_FLAGS]

@@ -106,6 +106,14 @@ def list_segments() -> list[str]:
     return sorted(out)
 
 
+def segment_owner(name: str) -> int | None:
+    """The uid owning a segment, or None if it is gone."""
+    try:
+        return os.stat(os.path.join(_SHM_DIR, name)).st_uid
+    except OSError:
+        return None
+
+
 def segment_exists(name: str) -> bool:
     return os.path.exists(os.path.join(_SHM_DIR, name))
 

@@ -250,7 +250,6 @@ class Watcher:
                 return 1
             if path is not None:
                 say(f"postmortem written to {path}")
-            self.writer.prune()
         self.remove_private_files()
         self.close()
         _shm.unlink_segment(self.shm_name)

@@ -48,7 +48,7 @@ def main() -> None:
                         help="enable faulthandler before start_watchdog, as some hosts do")
     parser.add_argument("--no-wait", action="store_true",
                         help="print ready at once, not after the watchdog's first sample")
-    args = parser.parse_args()
+    args, _more_argv = parser.parse_known_args()  # the rest: argv for the redaction test
 
     from watchdog_core import start_watchdog
 
@@ -66,6 +66,9 @@ def main() -> None:
                         catch_sigterm=args.catch_sigterm, restart=not args.no_restart)
     global HANDLE
     HANDLE = wd
+    # Private text the host keeps in memory, as an agent keeps its conversation: it must
+    # never reach a dump. It comes through the environment, which is never dumped either.
+    history = [os.environ.get("HOST_PRIVATE_HISTORY", "")] * 1000
     stats = json.loads(args.stats)
     if stats:
         wd.record(**stats)
@@ -78,6 +81,7 @@ def main() -> None:
              "watchdog_pid": wd._process.pid if wd._process else None}
     print("ready " + json.dumps(ready), flush=True)
     hold: list[bytearray] = []
+    assert history is not None
     for line in sys.stdin:
         command, *rest = line.split(maxsplit=1)
         if command == "kill":

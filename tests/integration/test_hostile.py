@@ -1,0 +1,124 @@
+"""Hostile and broken environments (issue 5): nothing followed, nothing lost, no crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+START = """
+import sys, warnings
+warnings.simplefilter("always")
+from watchdog_core import start_watchdog
+with warnings.catch_warnings(record=True) as caught:
+    wd = start_watchdog(diagnostics_dir=sys.argv[1])
+print(len(caught), caught[0].message if caught else "", flush=True)
+wd.record(a=1)
+wd.dump()
+sys.stdin.readline()
+"""
+
+
+def run_start(directory: Path) -> tuple[str, str]:
+    proc = subprocess.run([sys.executable, "-c", START, str(directory)], input="\n",
+                          capture_output=True, text=True, timeout=60, check=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    return proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["symlink", "world-writable", "foreign-owner"])
+def test_an_unsafe_directory_is_refused_with_one_warning(tmp_path: Path, kind: str) -> None:
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    target = tmp_path / "diag"
+    if kind == "symlink":
+        target.symlink_to(real)
+    elif kind == "world-writable":
+        target.mkdir()
+        target.chmod(0o777)
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("making a directory owned by another user needs root")
+        target.mkdir(mode=0o700)
+        os.chown(target, 65534, 65534)
+    out, _ = run_start(target)
+    count, message = out.split(" ", 1)
+    assert count == "1", out
+    assert "no dumps will be written" in message
+    assert list(real.iterdir()) == []  # nothing written through the link
+    if kind != "symlink":
+        assert list(target.iterdir()) == []
+
+
+def test_a_planted_symlink_at_a_crash_file_name_is_not_followed(tmp_path: Path) -> None:
+    """The host's private files are created with O_EXCL | O_NOFOLLOW."""
+    from watchdog_core._safedir import create_private_file, open_dir
+
+    directory = tmp_path / "diag"
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    dfd = open_dir(str(directory))
+    (directory / ".crash-s-1.txt").symlink_to(victim)
+    fd = create_private_file(dfd, ".crash-s-1.txt")  # replaces the link, never writes through
+    os.write(fd, b"crash")
+    os.close(fd)
+    os.close(dfd)
+    assert victim.read_text() == "keep"
+    assert not (directory / ".crash-s-1.txt").is_symlink()
+
+
+SECRET_ARGV = ["--token=tok-SEKRET-1", "--password", "pw-SEKRET-2",
+               "OPENAI_API_KEY=sk-SEKRETSEKRETSEKRETSEKRET3"]
+
+
+def test_no_secret_or_private_content_reaches_any_file(start_host, diag_dir: Path) -> None:
+    """argv and environment hold secrets, memory holds private text: none of it lands."""
+    env = {"MY_SECRET_TOKEN": "env-SEKRET-4", "DATABASE_URL": "postgres://u:env-SEKRET-5@h/db",
+           "HOST_PRIVATE_HISTORY": "user: MARKER-PRIVATE-HISTORY-6 my bank password is..."}
+    host = start_host("--stats", json.dumps({"historyEntries": 3}), "--label", "tool:edit",
+                      *SECRET_ARGV, env=env)
+    info = host.wait_ready()
+    host.send("dump")
+    assert host.proc.stdout is not None
+    host.proc.stdout.readline()
+    os.kill(int(info["pid"]), signal.SIGKILL)
+    host.finish()
+    files = [p for p in diag_dir.iterdir() if p.is_file()]
+    assert any(p.suffix == ".ring" for p in files) and len(files) >= 3
+    for path in files:
+        content = path.read_bytes()
+        for needle in (b"SEKRET", b"MARKER-PRIVATE"):
+            assert needle not in content, (path.name, needle)
+    dumps = host.dumps()
+    argv = dumps[-1]["host"]["argv"]
+    assert "--token=<redacted>" in argv and "OPENAI_API_KEY=<redacted>" in argv
+
+
+def test_a_full_dev_shm_gives_a_disabled_handle_not_a_sigbus(tmp_path: Path) -> None:
+    """A private 64 KiB /dev/shm in a mount namespace: the ring cannot be reserved."""
+    if os.geteuid() != 0 or not Path("/usr/bin/unshare").exists():
+        pytest.skip("needs root and unshare(1) to mount a private /dev/shm")
+    code = ("import warnings, sys; warnings.simplefilter('always');\n"
+            "from watchdog_core import start_watchdog\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    wd = start_watchdog(diagnostics_dir=sys.argv[1])\n"
+            "wd.record(a=1); wd.mark('still fine')\n"
+            "print(wd.enabled, len(w), w[0].message if w else '')\n")
+    script = (f'mount -t tmpfs -o size=64k tmpfs /dev/shm && exec "{sys.executable}" -c "$0" '
+              f'"{tmp_path / "d"}"')
+    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script,
+                           code], check=False, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    if proc.returncode != 0 and "mount" in proc.stderr:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr
+    enabled, count, message = proc.stdout.strip().split(" ", 2)
+    assert (enabled, count) == ("False", "1")
+    assert "cannot create shared memory segment" in message
