@@ -82,6 +82,8 @@ class RingInfo(_Model):
     slots: int
     records: int
     torn: int = 0
+    corrupt: str | None = Field(None, description="what was wrong with the ring, if it "
+                                "could not be read whole; the dump holds what could be")
     last_record_age: float | None = Field(
         None, description="seconds between the newest record and the dump, at the "
                           "watchdog's sampling resolution")

@@ -68,6 +68,7 @@ class DumpWriter:
                                     max_bytes=header.config.max_bytes)
         self.argv = redact_argv(probe.cmdline())  # now: the host may be gone at the end
         self.python = _python_version()
+        self.ring_corrupt: str | None = None  # set by the watcher when the ring decodes badly
         self._reported: set[str] = set()
 
     # -- public ----------------------------------------------------------------------
@@ -180,7 +181,8 @@ class DumpWriter:
             suggestion=self._suggestion(level.label, trigger, memory.limit_source),
             timeline=_timeline_points(timeline),
             ring=RingInfo(file=None, slots=self.slots, records=records, torn=torn,
-                          last_record_age=round(age, 3) if age is not None else None),
+                          last_record_age=round(age, 3) if age is not None else None,
+                          corrupt=self.ring_corrupt),
             watchdog=WatchdogInfo(pid=os.getpid(), version=__version__, interval=self.interval),
         )
 
@@ -226,10 +228,14 @@ class DumpWriter:
 
     def _publish(self, dump: Diagnostics, wall_ns: int) -> str | None:
         try:
-            return self.store.publish(self.session_id, wall_ns, dump.to_json())
+            name = self.store.publish(self.session_id, wall_ns, dump.to_json())
         except (OSError, StoreError) as exc:
-            self._report_once("publish", f"cannot write diagnostics to {self.store.path}: {exc}")
+            self._report_once("publish", f"cannot write diagnostics to {self.store.path}: "
+                              f"{exc.strerror or exc}; still watching")
+            self.store.close()  # open the path afresh next time: it may be remounted or new
             return None
+        self._reported.discard("publish")  # a later failure is news again
+        return name
 
     def _replace(self, name: str, dump: Diagnostics) -> None:
         try:

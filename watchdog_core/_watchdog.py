@@ -205,7 +205,7 @@ class Watcher:
     def dump(self, trigger: str, reading: Reading, reason: str | None = None,
              responsiveness: Responsiveness | None = None,
              stacks: Callable[[], str | None] | None = None) -> str | None:
-        image = _ring.RingImage(bytes(self.buf), live=None)
+        image = self.image(bytes(self.buf))
         name = self.writer.write_live(trigger, reading, image, self._timeline(reading.host.t),
                                       self.last_record_wall_ns, reason=reason,
                                       responsiveness=responsiveness or self.hang.take_recovery(),
@@ -214,6 +214,18 @@ class Watcher:
             self._set_last_dump(name)
             self.words[_ring.W_DUMPS] += 1
         return name
+
+    def image(self, raw: bytes) -> _ring.RingImage:
+        """Decode the ring now; if the host has scribbled over its header, fall back to
+        the header as it was when we attached, and say the ring was corrupt."""
+        try:
+            image = _ring.RingImage(raw)
+        except _ring.RingError as exc:
+            self.writer.ring_corrupt = str(exc)
+            return self.header
+        if image.corrupt_names:
+            self.writer.ring_corrupt = "corrupt ring header: stat name count out of range"
+        return image
 
     def _set_last_dump(self, name: str) -> None:
         raw = name.encode()[: _ring.DUMP_NAME_SIZE - 1].ljust(_ring.DUMP_NAME_SIZE, b"\0")
@@ -228,7 +240,7 @@ class Watcher:
         """The host is gone: judge how, write the postmortem if it was unclean."""
         status = _attribution.read_wait_status(self.host_pid)  # first: the zombie may go soon
         image_bytes = bytes(self.buf)
-        image = _ring.RingImage(image_bytes)
+        image = self.image(image_bytes)
         crash_text = (self.writer.store.read_private(self.crash_file)
                       if image.flags & _ring.FLAG_CRASH_FILE else None)
         verdict = _attribution.judge(

@@ -122,3 +122,71 @@ def test_a_full_dev_shm_gives_a_disabled_handle_not_a_sigbus(tmp_path: Path) -> 
     enabled, count, message = proc.stdout.strip().split(" ", 2)
     assert (enabled, count) == ("False", "1")
     assert "cannot create shared memory segment" in message
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A 1 MiB tmpfs of our own: a disk that can be filled and made read-only."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def _ask_dump(host) -> str:  # type: ignore[no-untyped-def]
+    host.send("dump")
+    return str(host.proc.stdout.readline().strip())
+
+
+def test_a_full_disk_is_reported_once_and_the_next_dump_succeeds(start_host, small_tmpfs) -> None:
+    directory = small_tmpfs / "diag"
+    host = start_host("--stats", json.dumps({"turns": 1}), directory=directory)
+    host.wait_ready()
+    filler = small_tmpfs / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:  # fill the disk to the last block
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    assert _ask_dump(host) == "dumped None"
+    assert _ask_dump(host) == "dumped None"
+    assert [p.name for p in directory.iterdir() if not p.name.startswith(".crash")
+            and not p.name.startswith(".stacks")] == []  # no partial file, no temp file
+    filler.unlink()
+    line = _ask_dump(host)
+    assert line.startswith("dumped ") and line.endswith(".json")
+    assert json.loads(Path(line.split(" ", 1)[1]).read_text())["collectionComplete"] is True
+    host.send("stop")
+    assert host.finish() == 0
+    assert host.stderr.count("No space left on device") == 1, host.stderr
+
+
+def test_a_read_only_directory_is_survived(start_host, small_tmpfs) -> None:
+    directory = small_tmpfs / "diag"
+    host = start_host(directory=directory)
+    host.wait_ready()
+    # A read-only bind mount over the directory (a remount of the whole tmpfs is refused
+    # while the host holds its crash file open for writing).
+    subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True)
+    subprocess.run(["mount", "-o", "remount,bind,ro", str(directory)], check=True)
+    try:
+        assert _ask_dump(host) == "dumped None"
+        assert _ask_dump(host) == "dumped None"
+        host.send("record " + json.dumps({"turns": 2}))  # the host is unaffected
+        assert host.proc.stdout is not None
+        assert host.proc.stdout.readline().strip() == "recorded"
+    finally:
+        subprocess.run(["umount", str(directory)], check=True)
+    assert _ask_dump(host).endswith(".json")
+    host.send("stop")
+    assert host.finish() == 0
+    assert host.stderr.count("Read-only file system") == 1, host.stderr

@@ -23,12 +23,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import demo, read_ring, schema, show
+    from . import demo, gc, ls, read_ring, schema, show
 
     parser = _Parser(prog="watchdog-core", description="A memory-and-crash black box.")
     parser.add_argument("--version", action="version", version=f"watchdog-core {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (read_ring, show, schema, demo):
+    for module in (ls, read_ring, show, gc, schema, demo):
         sub = commands.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.configure(sub)
         sub.set_defaults(run=module.run)
