@@ -116,6 +116,12 @@ def main() -> None:
             t.start()
             t.join()
             print("thread died", flush=True)
+        elif command == "corrupt":
+            # A wild write from a host bug: garbage over the session id in the header.
+            from watchdog_core import _ring
+
+            wd._w.buf[_ring.SESSION_ID_AT : _ring.SESSION_ID_AT + 8] = b"../../\xff\xfe"
+            print("corrupted", flush=True)
         elif command == "segv":
             import ctypes
 

@@ -190,3 +190,22 @@ def test_a_read_only_directory_is_survived(start_host, small_tmpfs) -> None:
     host.send("stop")
     assert host.finish() == 0
     assert host.stderr.count("Read-only file system") == 1, host.stderr
+
+
+def test_a_ring_the_host_scribbled_over_still_gets_a_postmortem(start_host, diag_dir) -> None:
+    host = start_host("--stats", json.dumps({"turns": 5}), "--label", "before-the-bug")
+    info = host.wait_ready()
+    host.send("corrupt")
+    assert host.proc.stdout is not None
+    assert host.proc.stdout.readline().strip() == "corrupted"
+    os.kill(int(info["pid"]), signal.SIGKILL)
+    host.finish()
+    (dump,) = host.dumps()
+    assert dump["trigger"] == "host-died"
+    assert "bad session id" in dump["ring"]["corrupt"]
+    assert dump["sessionId"] != "../../"  # names come from the header as it was at start
+    assert all(".." not in p.name for p in diag_dir.iterdir())
+    read = subprocess.run([sys.executable, "-m", "watchdog_core", "read-ring",
+                           str(diag_dir / dump["ring"]["file"])], capture_output=True, text=True,
+                          check=False, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert read.returncode == 2 and read.stderr.count("\n") == 1  # the saved image is corrupt
