@@ -64,6 +64,17 @@ class Host:
         self.stderr += err
         return self.proc.returncode
 
+    def kill_both(self) -> None:
+        """A cgroup-wide kill: the watchdog first, then the host, so no postmortem is
+        written and the segment is left behind as an orphan."""
+        import psutil
+
+        watchdog = psutil.Process(int(self.info["watchdog_pid"]))  # type: ignore[call-overload]
+        watchdog.kill()
+        watchdog.wait(10)  # reaped by the host's heartbeat thread at once
+        os.kill(int(self.info["pid"]), 9)  # type: ignore[call-overload]
+        self.finish()
+
     def dumps(self) -> list[dict[str, object]]:
         if not self.directory.exists():
             return []

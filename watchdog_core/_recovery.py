@@ -86,14 +86,9 @@ def recover_orphans(exclude: set[str] | None = None, *, dry_run: bool = False
         # where a ring we did not create tells us to.
         if _shm.segment_owner(name) != os.geteuid():
             continue
-        try:
-            mapping = _shm.open_segment(name)
-        except OSError:
+        image_bytes = _shm.read_segment(name)
+        if image_bytes is None:
             continue
-        try:
-            image_bytes = bytes(mapping)
-        finally:
-            mapping.close()
         try:
             image = _ring.RingImage(image_bytes)
         except _ring.RingError:

@@ -81,6 +81,18 @@ def open_segment(name: str, *, writable: bool = False) -> mmap.mmap:
         os.close(fd)
 
 
+def read_segment(name: str) -> bytes | None:
+    """A copy of a whole segment, or None if it cannot be opened (gone, not ours)."""
+    try:
+        mapping = open_segment(name)
+    except (OSError, ValueError):
+        return None
+    try:
+        return bytes(mapping)
+    finally:
+        mapping.close()
+
+
 def unlink_segment(name: str) -> bool:
     """Remove a segment; False if it was already gone."""
     try:

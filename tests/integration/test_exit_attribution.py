@@ -155,11 +155,7 @@ def test_both_processes_killed_leaves_an_orphan_the_next_session_recovers(start_
     first = start_host("--stats", json.dumps({"turns": 42}), "--label", "doomed",
                        "--no-restart", directory=first_dir)
     info = first.wait_ready()
-    # A cgroup-wide kill: the watchdog first, so nobody writes a postmortem.
-    psutil.Process(int(info["watchdog_pid"])).kill()
-    psutil.Process(int(info["watchdog_pid"])).wait(10)
-    os.kill(int(info["pid"]), signal.SIGKILL)
-    first.finish()
+    first.kill_both()
     assert segment_exists(str(info["shm"]))
     assert first.dumps() == []
     second = start_host(directory=tmp_path / "second")  # a new session anywhere on the machine

@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
-
 from tests.conftest import ROOT, Host, segment_exists
 
 CLI = [sys.executable, "-m", "watchdog_core"]
@@ -51,10 +49,7 @@ def test_gc_recovers_orphans_and_prunes(start_host, tmp_path) -> None:
     host = start_host("--no-restart", "--stats", json.dumps({"turns": 9}),
                       directory=orphan_dir)
     info = host.wait_ready()
-    psutil.Process(int(info["watchdog_pid"])).kill()
-    psutil.Process(int(info["watchdog_pid"])).wait(10)
-    os.kill(int(info["pid"]), signal.SIGKILL)
-    host.finish()
+    host.kill_both()
     assert segment_exists(str(info["shm"]))
     dry = cli("gc", "--dry-run", "--json", directory=tmp_path / "elsewhere")
     assert dry.returncode == 0, dry.stderr

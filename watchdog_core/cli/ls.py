@@ -34,14 +34,9 @@ def sessions() -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     now_ns = time.time_ns()
     for name in _shm.list_segments():
-        try:
-            mapping = _shm.open_segment(name)
-        except OSError:
+        raw = _shm.read_segment(name)
+        if raw is None:
             continue
-        try:
-            raw = bytes(mapping)
-        finally:
-            mapping.close()
         try:
             image = _ring.RingImage(raw)
         except _ring.RingError as exc:
