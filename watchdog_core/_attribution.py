@@ -20,7 +20,7 @@ import os
 import signal
 import time
 
-from . import _limits, _ring
+from . import _limits, _reader, _ring
 
 CRASH_SIGNALS = frozenset(
     {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
@@ -214,7 +214,7 @@ def crash_signal(crash_text: str | None) -> int | None:
     return None
 
 
-def judge(*, image: _ring.RingImage, wait_status: int | None, crash_text: str | None,
+def judge(*, image: _reader.RingImage, wait_status: int | None, crash_text: str | None,
           oom_counters: list[str], kernel_log: str | None,
           last_ratio: float | None) -> Verdict:
     """Combine the evidence into a verdict."""

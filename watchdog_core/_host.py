@@ -25,7 +25,7 @@ import sys
 import time
 import warnings
 
-from . import _config, _ring
+from . import _config, _reader, _ring
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ class Watchdog:
         """The pressure level the watchdog last graded (a memory read)."""
         from ._levels import PressureLevel
 
-        status = _ring.read_status(self._w.buf, self._w.words) if self._w.attached else None
+        status = _reader.read_status(self._w.buf, self._w.words) if self._w.attached else None
         return PressureLevel.from_name(status.level) if status else PressureLevel.NORMAL
 
     def status(self) -> dict[str, object] | None:
@@ -176,7 +176,7 @@ class Watchdog:
         sample."""
         if not self._w.attached:
             return None
-        status = _ring.read_status(self._w.buf, self._w.words)
+        status = _reader.read_status(self._w.buf, self._w.words)
         return status.as_dict() if status else None
 
     @property
@@ -210,7 +210,7 @@ class Watchdog:
             if time.monotonic() >= deadline or not self._process.alive():
                 return None
             time.sleep(0.002)
-        name = _ring.read_dump_name(w.buf)
+        name = _reader.read_dump_name(w.buf)
         if not name:
             return None
         from pathlib import Path

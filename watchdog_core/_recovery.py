@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from . import _attribution, _ring, _shm
+from . import _attribution, _reader, _ring, _shm
 from ._report import DumpWriter
 from ._safedir import private_file_name
 from ._sampling import HostProbe
@@ -36,7 +36,7 @@ def _boot_id() -> str:
         return ""
 
 
-def orphan_evidence(image: _ring.RingImage, shm_name: str) -> list[str] | None:
+def orphan_evidence(image: _reader.RingImage, shm_name: str) -> list[str] | None:
     """Why this ring is an orphan, or None while its host or watchdog lives."""
     evidence = []
     boot = _boot_id()
@@ -90,7 +90,7 @@ def recover_orphans(exclude: set[str] | None = None, *, dry_run: bool = False
         if image_bytes is None:
             continue
         try:
-            image = _ring.RingImage(image_bytes)
+            image = _reader.RingImage(image_bytes)
         except _ring.RingError:
             continue  # not ours to judge; `watchdog-core gc` reports corrupt segments
         evidence = orphan_evidence(image, name)
@@ -111,7 +111,7 @@ def recover_orphans(exclude: set[str] | None = None, *, dry_run: bool = False
     return out
 
 
-def recover(name: str, image: _ring.RingImage, image_bytes: bytes,
+def recover(name: str, image: _reader.RingImage, image_bytes: bytes,
             evidence: list[str]) -> str | None:
     """Write the orphan's postmortem (unless it had ended cleanly) and remove it."""
     writer = DumpWriter(image, {}, HostProbe(image.host_pid))

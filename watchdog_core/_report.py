@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import __version__, _attribution, _levels, _ring
+from . import __version__, _attribution, _levels, _reader
 from ._diagnostics import (
     Diagnostics,
     HostExit,
@@ -54,7 +54,7 @@ class Reading:
 class DumpWriter:
     """Turns readings and ring images into diagnostics files in the session's directory."""
 
-    def __init__(self, header: _ring.RingImage, suggestions: dict[str, str],
+    def __init__(self, header: _reader.RingImage, suggestions: dict[str, str],
                  probe: HostProbe) -> None:
         self.session_id = header.session_id
         self.host_pid = header.host_pid
@@ -73,7 +73,7 @@ class DumpWriter:
 
     # -- public ----------------------------------------------------------------------
 
-    def write_live(self, trigger: str, reading: Reading, image: _ring.RingImage,
+    def write_live(self, trigger: str, reading: Reading, image: _reader.RingImage,
                    timeline: list[tuple[float, int, float]], last_record_wall_ns: int,
                    reason: str | None = None, responsiveness: Responsiveness | None = None,
                    stacks: Callable[[], str | None] | None = None) -> str | None:
@@ -111,11 +111,11 @@ class DumpWriter:
         return name
 
     def write_postmortem(self, verdict: _attribution.Verdict, reading: Reading | None,
-                         image: _ring.RingImage, image_bytes: bytes,
+                         image: _reader.RingImage, image_bytes: bytes,
                          timeline: list[tuple[float, int, float]],
                          last_record_wall_ns: int, crash_text: str | None = None,
                          trigger: str = "host-died",
-                         status: _ring.Status | None = None) -> str | None:
+                         status: _reader.Status | None = None) -> str | None:
         """The host is dead: the last-known state, how it died, and the ring image."""
         wall_ns = time.time_ns()
         host_exit = HostExit(kind=verdict.kind, signal=verdict.signal,
@@ -152,7 +152,7 @@ class DumpWriter:
 
     # -- building ----------------------------------------------------------------------
 
-    def _build(self, trigger: str, reading: Reading | None, image: _ring.RingImage,
+    def _build(self, trigger: str, reading: Reading | None, image: _reader.RingImage,
                timeline: list[tuple[float, int, float]], wall_ns: int,
                last_record_wall_ns: int, *, alive: bool, exit: HostExit | None,
                reason: str | None = None) -> Diagnostics:
@@ -202,7 +202,7 @@ class DumpWriter:
             limits={p.source: p.limit for p in e.pairs},
         )
 
-    def _risks(self, reading: Reading | None, image: _ring.RingImage,
+    def _risks(self, reading: Reading | None, image: _reader.RingImage,
                fds: int | None = None) -> list[RiskDetail]:
         if reading is None:
             return []
@@ -253,7 +253,7 @@ class DumpWriter:
                 pass
 
 
-def _memory_from_status(status: _ring.Status) -> MemoryInfo:
+def _memory_from_status(status: _reader.Status) -> MemoryInfo:
     return MemoryInfo(
         rss=status.rss, heap_used=status.heap_used, heap_limit=status.heap_limit,
         ratio=round(status.ratio, 4), limit_source=status.limit_source,

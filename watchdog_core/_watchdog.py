@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from . import _attribution, _levels, _limits, _ring, _shm
+from . import _attribution, _levels, _limits, _reader, _ring, _shm
 from ._diagnostics import Responsiveness
 from ._hang import HangDetector, collect_stacks
 from ._levels import PressureLevel
@@ -47,7 +47,7 @@ class Watcher:
         self.mapping = _shm.open_segment(shm_name, writable=True)
         self.buf = memoryview(self.mapping)
         self.words = self.buf.cast("Q")
-        header = _ring.RingImage(bytes(self.buf))
+        header = _reader.RingImage(bytes(self.buf))
         self.header = header
         self.host_pid = header.host_pid
         self.config = header.config
@@ -121,7 +121,7 @@ class Watcher:
         return self.leak.slope() * 3600
 
     def _note_records(self, host: HostSample) -> None:
-        records = _ring.newest_index(self.words, self.header.slot_count) + 1
+        records = _reader.newest_index(self.words, self.header.slot_count) + 1
         if records != self.records:
             self.records = records
             self.last_activity = host.t
@@ -215,11 +215,11 @@ class Watcher:
             self.words[_ring.W_DUMPS] += 1
         return name
 
-    def image(self, raw: bytes) -> _ring.RingImage:
+    def image(self, raw: bytes) -> _reader.RingImage:
         """Decode the ring now; if the host has scribbled over its header, fall back to
         the header as it was when we attached, and say the ring was corrupt."""
         try:
-            image = _ring.RingImage(raw)
+            image = _reader.RingImage(raw)
         except _ring.RingError as exc:
             self.writer.ring_corrupt = str(exc)
             return self.header

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from tests.conftest import segment_exists
-from watchdog_core._ring import RingImage
+from watchdog_core._reader import RingImage
 
 STATS = {"historyEntries": 6401, "estimatedHistoryBytes": 157_000_000,
          "bigCounter": 2**60 + 1, "temperature": 0.25, "flag": True}

@@ -7,7 +7,7 @@ import sys
 import threading
 
 from tests.conftest import ROOT
-from watchdog_core import _ring, _shm
+from watchdog_core import _reader, _shm
 from watchdog_core._host import start_watchdog
 
 WRITER = """
@@ -41,7 +41,7 @@ def test_two_threads_recording_at_once_never_tear_a_slot(tmp_path) -> None:
             t.start()
         for t in threads:
             t.join()
-        image = _ring.RingImage(bytes(wd._w.buf))
+        image = _reader.RingImage(bytes(wd._w.buf))
         slots, torn = image.slots()
         assert torn == 0
         assert len(slots) == 64
@@ -70,7 +70,7 @@ def test_reader_racing_a_writer_never_returns_a_torn_slot(tmp_path) -> None:
         threading.Thread(target=lambda: (proc.stdout.readline(), done.set()),  # type: ignore[union-attr]
                          daemon=True).start()
         while not done.is_set():
-            with _ring.RingImage(bytes(view), live=view) as image:
+            with _reader.RingImage(bytes(view), live=view) as image:
                 slots, torn = image.slots()
             reads += 1
             torn_total += torn

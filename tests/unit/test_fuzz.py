@@ -8,7 +8,7 @@ import pydantic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from watchdog_core import _ring
+from watchdog_core import _reader, _ring
 from watchdog_core._diagnostics import load
 
 
@@ -30,7 +30,7 @@ VALID = valid_image()
 
 def read_everything(data: bytes) -> None:
     try:
-        image = _ring.RingImage(data)
+        image = _reader.RingImage(data)
     except _ring.RingError:
         return
     slots, torn = image.slots()

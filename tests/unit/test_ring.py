@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from watchdog_core import _ring
+from watchdog_core import _reader, _ring
 from watchdog_core._config import SessionConfig
 from watchdog_core._host import Watchdog
 
@@ -22,8 +22,8 @@ def handle(slots: int = 16) -> Watchdog:
     return Watchdog(config, writer, None, None)
 
 
-def image(wd: Watchdog) -> _ring.RingImage:
-    return _ring.RingImage(bytes(wd._w.buf))
+def image(wd: Watchdog) -> _reader.RingImage:
+    return _reader.RingImage(bytes(wd._w.buf))
 
 
 def test_each_record_writes_one_slot_with_the_full_state() -> None:
@@ -156,7 +156,7 @@ def test_the_ring_wraps_and_keeps_the_newest() -> None:
     slots, torn = image(wd).slots()
     assert torn == 0 and len(slots) == 16
     assert [s.values["i"] for s in slots] == list(range(84, 100))
-    assert _ring.newest_index(wd._w.words, 16) == 99
+    assert _reader.newest_index(wd._w.words, 16) == 99
 
 
 def test_a_slot_mid_write_is_torn_not_data() -> None:
@@ -165,7 +165,7 @@ def test_a_slot_mid_write_is_torn_not_data() -> None:
     wd.record(a=2)
     raw = bytearray(wd._w.buf)
     struct.pack_into("<Q", raw, _ring.HEADER_SIZE + _ring.SLOT_SIZE, 2 * 1 + 1)  # odd
-    slots, torn = _ring.RingImage(bytes(raw)).slots()
+    slots, torn = _reader.RingImage(bytes(raw)).slots()
     assert [s.values["a"] for s in slots] == [1] and torn == 1
 
 
@@ -174,7 +174,7 @@ def test_corrupt_slot_contents_are_counted_not_returned() -> None:
     wd.record(a=1)
     raw = bytearray(wd._w.buf)
     struct.pack_into("<IHH", raw, _ring.HEADER_SIZE + 8, 0, 30, 1)  # 30 values, 1 name
-    slots, torn = _ring.RingImage(bytes(raw)).slots()
+    slots, torn = _reader.RingImage(bytes(raw)).slots()
     assert slots == [] and torn == 1
 
 

@@ -12,7 +12,7 @@ import os
 import time
 from typing import TextIO
 
-from .. import _ring, _shm
+from .. import _reader, _ring, _shm
 from .._config import default_diagnostics_dir
 
 NAME = "ls"
@@ -38,7 +38,7 @@ def sessions() -> list[dict[str, object]]:
         if raw is None:
             continue
         try:
-            image = _ring.RingImage(raw)
+            image = _reader.RingImage(raw)
         except _ring.RingError as exc:
             rows.append({"segment": name, "error": str(exc)})
             continue

@@ -8,7 +8,7 @@ import json
 import os
 from typing import TextIO
 
-from .. import _ring, _shm
+from .. import _reader, _ring, _shm
 from .._config import validate_session_id
 from . import UsageError
 
@@ -23,10 +23,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
-def load(target: str) -> tuple[str, _ring.RingImage]:
+def load(target: str) -> tuple[str, _reader.RingImage]:
     """(description, decoded image) for a file path, segment name or session id."""
     if os.path.sep in target or target.endswith(".ring") or os.path.isfile(target):
-        return target, _ring.RingImage(_read_file(target))
+        return target, _reader.RingImage(_read_file(target))
     if target.startswith(_shm.PREFIX):
         try:
             _shm.parse_segment_name(target)
@@ -56,7 +56,7 @@ def _read_file(path: str) -> bytes:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _open_live(name: str) -> _ring.RingImage:
+def _open_live(name: str) -> _reader.RingImage:
     try:
         mapping = _shm.open_segment(name)
     except FileNotFoundError:
@@ -65,7 +65,7 @@ def _open_live(name: str) -> _ring.RingImage:
         raise UsageError(f"cannot open segment {name}: {exc}") from None
     view = memoryview(mapping)
     # A copy to decode from, and the live view to re-check each slot's sequence against.
-    return _ring.RingImage(bytes(view), live=view)
+    return _reader.RingImage(bytes(view), live=view)
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _print_text(source: str, image: _ring.RingImage, slots: list[_ring.Slot], torn: int,
+def _print_text(source: str, image: _reader.RingImage, slots: list[_reader.Slot], torn: int,
                 out: TextIO) -> None:
     created = _dt.datetime.fromtimestamp(image.created_unix_ns / 1e9, tz=_dt.timezone.utc)
     w = out.write
@@ -94,7 +94,7 @@ def _print_text(source: str, image: _ring.RingImage, slots: list[_ring.Slot], to
       f"watchdog pid {image.watchdog_pid or '-'}\n")
     w(f"created   {created:%Y-%m-%d %H:%M:%S} UTC   slots {image.slot_count}   "
       f"interval {image.interval}s\n")
-    w(f"flags     {', '.join(_ring.flag_names(image.flags)) or '-'}"
+    w(f"flags     {', '.join(_reader.flag_names(image.flags)) or '-'}"
       + (f"   exception {image.exception}" if image.exception else "") + "\n")
     w(f"activity  {image.last_label or '-'}\n")
     status = image.status
