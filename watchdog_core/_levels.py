@@ -73,10 +73,14 @@ class LevelGrader:
 class GrowthEstimator:
     """Least-squares slope of RSS over the last ``window`` seconds.
 
-    Points closer than ``spacing`` seconds replace the newest one instead of adding a
-    point, so the fit costs the same (at most window/spacing points) at any sampling
-    interval; the slope is computed once per change.
+    Once it holds ``EARLY_POINTS`` points, a point closer than ``spacing`` seconds to
+    the one before replaces the newest instead of adding one, so the fit costs the
+    same (at most window/spacing + EARLY_POINTS points) at any sampling interval,
+    while a host that grows fast in its first second still gets a slope. The slope is
+    computed once per change.
     """
+
+    EARLY_POINTS = 16
 
     def __init__(self, window: float = GROWTH_WINDOW, spacing: float = 0.5) -> None:
         self.window = window
@@ -86,7 +90,7 @@ class GrowthEstimator:
 
     def add(self, t: float, rss: float) -> None:
         points = self._points
-        if len(points) >= 2 and t - points[-2][0] < self.spacing:
+        if len(points) >= self.EARLY_POINTS and t - points[-2][0] < self.spacing:
             points[-1] = (t, rss)
         else:
             points.append((t, rss))

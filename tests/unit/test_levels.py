@@ -116,3 +116,13 @@ def test_growth_span() -> None:
     for t in range(0, 700, 5):
         g.add(float(t), float(t))
     assert 580 <= g.span() <= 600
+
+
+def test_a_fast_start_has_a_slope_and_a_long_run_stays_small() -> None:
+    g = GrowthEstimator(window=60, spacing=0.5)
+    for i in range(6):  # six samples 50 ms apart, 10 MB each
+        g.add(i * 0.05, i * 10e6)
+    assert g.slope() == pytest.approx(200e6)
+    for i in range(6, 6000):  # 5 minutes at 50 ms
+        g.add(i * 0.05, 0.0)
+    assert len(g._points) <= 60 / 0.5 + GrowthEstimator.EARLY_POINTS + 1
