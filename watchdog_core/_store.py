@@ -172,6 +172,7 @@ class DiagnosticsDir:
         self.last_lock_wait = None
         if not self._over_limits(dfd):
             return []  # the common case: no lock at all, so no session waits for another
+        self._check_lock_file(dfd)
         lock = FileLock(os.path.join(self.path, LOCK_NAME), timeout=lock_timeout,
                         mode=FILE_MODE)
         asked = time.monotonic()
@@ -182,6 +183,16 @@ class DiagnosticsDir:
             return self._prune_locked(dfd, keep, dry_run)
         finally:
             lock.release()
+
+    def _check_lock_file(self, dfd: int) -> None:
+        """filelock opens its file following symlinks: make sure ours is a plain file."""
+        try:
+            fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE,
+                         dir_fd=dfd)
+        except OSError as exc:
+            raise StoreError(f"{os.path.join(self.path, LOCK_NAME)} is not a plain file "
+                             f"({exc.strerror}); refusing to lock through it") from exc
+        os.close(fd)
 
     def _over_limits(self, dfd: int) -> bool:
         """A look without the lock: is there anything to prune? (Re-checked under it.)"""

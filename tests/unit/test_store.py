@@ -94,3 +94,15 @@ def test_retention_by_bytes(tmp_path: Path) -> None:
         os.utime(tmp_path / "d" / name, (1000 + i, 1000 + i))
     store.prune()
     assert len([n for n in os.listdir(tmp_path / "d") if n.endswith(".json")]) == 2
+
+
+def test_a_planted_symlink_at_the_lock_file_is_refused(tmp_path: Path) -> None:
+    store = DiagnosticsDir(str(tmp_path / "d"), max_files=1)
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    for i in range(2):
+        store.publish("s", T + i * 10**9, b"{}")
+    (tmp_path / "d" / ".watchdog-core.lock").symlink_to(victim)
+    with pytest.raises(StoreError, match="not a plain file"):
+        store.prune()
+    assert victim.read_text() == "keep"
