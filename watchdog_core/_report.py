@@ -247,10 +247,7 @@ class DumpWriter:
         # A full disk or read-only directory is said once, then the watchdog keeps watching.
         if key not in self._reported:
             self._reported.add(key)
-            try:
-                print(f"watchdog-core: {message}", file=sys.stderr, flush=True)
-            except (OSError, ValueError):  # a broken stderr must not stop the watchdog
-                pass
+            say(message)
 
 
 def _memory_from_status(status: _reader.Status) -> MemoryInfo:
@@ -260,6 +257,15 @@ def _memory_from_status(status: _reader.Status) -> MemoryInfo:
         growth_bytes_per_second=round(status.growth, 1),
         seconds_to_limit=status.seconds_to_limit,
     )
+
+
+def say(message: str) -> None:
+    """One line on the host's stderr: in a container it is what survives in the logs.
+    A closed or broken stderr must not stop the watchdog from finishing its work."""
+    try:
+        print(f"watchdog-core: {message}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def _timeline_points(timeline: list[tuple[float, int, float]]) -> list[TimelinePoint]:

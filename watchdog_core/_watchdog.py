@@ -23,7 +23,7 @@ from . import _attribution, _levels, _limits, _reader, _ring, _shm
 from ._diagnostics import Responsiveness
 from ._hang import HangDetector, collect_stacks
 from ._levels import PressureLevel
-from ._report import DumpWriter, Reading
+from ._report import DumpWriter, Reading, say
 from ._safedir import private_file_name
 from ._sampling import HostProbe, HostSample, SystemProbe
 
@@ -351,15 +351,6 @@ class Watcher:
                 self._guarded(self.recover_orphans)
 
 
-def say(message: str) -> None:
-    """One line on stderr (the host's): in a container it is what survives in the logs.
-    A closed or broken stderr must not stop the watchdog from finishing its work."""
-    try:
-        print(f"watchdog-core: {message}", file=sys.stderr, flush=True)
-    except (OSError, ValueError):
-        pass
-
-
 def _request_reason(buf: memoryview) -> str | None:
     raw = bytes(buf[_ring.REASON_AT : _ring.REASON_AT + _ring.REASON_SIZE])
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace") or None
@@ -433,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         watcher = Watcher(args.shm, args.pidfd, args.ctl, suggestions)
     except (OSError, ValueError) as exc:
-        print(f"watchdog-core: cannot attach to ring {args.shm}: {exc}", file=sys.stderr)
+        say(f"cannot attach to ring {args.shm}: {exc}")
         return 2
     return watcher.run()
 
