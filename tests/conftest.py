@@ -53,6 +53,12 @@ class Host:
         self.info = json.loads(line[len("ready ") :])
         return self.info
 
+    def ask(self, command: str) -> str:
+        """Send a command and return the line the host answers with."""
+        self.send(command)
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().strip()
+
     def send(self, command: str) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(command + "\n")

@@ -52,7 +52,7 @@ class HostHooks:
         self.stacks_fd = -1
         self.dir_fd = -1
         self.stack_signal = self.config.stack_signal
-        self.previous_sigterm: object = None
+        self.sigterm_handler: object = None  # ours, while installed
         self.restarts = 0
         self.last_restart = 0.0
         self.running = True
@@ -128,7 +128,6 @@ class HostHooks:
         current = _signal.getsignal(_signal.SIGTERM)
         if current not in (_signal.SIG_DFL, None):
             return  # the host handles SIGTERM itself; its handler decides how it ends
-        self.previous_sigterm = current
         w = self.w
 
         def on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -138,6 +137,7 @@ class HostHooks:
             os.kill(os.getpid(), _signal.SIGTERM)  # die of it, as without the handler
 
         _signal.signal(_signal.SIGTERM, on_sigterm)
+        self.sigterm_handler = on_sigterm
 
     # -- running -----------------------------------------------------------------------
 
@@ -195,13 +195,10 @@ class HostHooks:
     def uninstall(self) -> None:
         """stop(): take back faulthandler and the signal handlers, remove our files."""
         self.running = False
-        if self.crash_fd >= 0:
-            faulthandler.disable()
-        if self.stacks_fd >= 0:
-            faulthandler.unregister(self.stack_signal)
-        if self.previous_sigterm is not None and _signal.getsignal(_signal.SIGTERM) not in (
-            _signal.SIG_DFL, None
-        ):
+        self._release_faulthandler()
+        if self.sigterm_handler is not None and (
+            _signal.getsignal(_signal.SIGTERM) is self.sigterm_handler
+        ):  # only our own: a handler the host set since then stays
             _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
         for attr, kind in (("crash_fd", "crash"), ("stacks_fd", "stacks")):
             if getattr(self, attr) >= 0:
@@ -216,12 +213,16 @@ class HostHooks:
     def after_fork_in_child(self) -> None:
         """A forked child must not write its crashes into the parent's files."""
         self.running = False
+        self._release_faulthandler()
+        for attr in ("crash_fd", "stacks_fd", "dir_fd"):
+            self._close_fd(attr)
+
+    def _release_faulthandler(self) -> None:
+        """Undo what we enabled (never what the host enabled itself)."""
         if self.crash_fd >= 0:
             faulthandler.disable()
         if self.stacks_fd >= 0:
             faulthandler.unregister(self.stack_signal)
-        for attr in ("crash_fd", "stacks_fd", "dir_fd"):
-            self._close_fd(attr)
 
     def _close_fd(self, attr: str) -> None:
         fd = getattr(self, attr)

@@ -86,9 +86,7 @@ def test_a_gil_holding_hang_gets_one_unresponsive_dump_with_stacks(start_host,
                                                                    diag_dir) -> None:
     host = start_host("--hang-after", "1.0", "--label", "tool:c-call")
     host.wait_ready()
-    host.send("hang 4")
-    assert host.proc.stdout is not None
-    assert host.proc.stdout.readline().strip() == "woke"
+    assert host.ask("hang 4") == "woke"
     host.send("dump")  # after recovery: the next dump notes it
     host.proc.stdout.readline()
     host.send("stop")
@@ -111,9 +109,7 @@ def test_a_gil_holding_hang_gets_one_unresponsive_dump_with_stacks(start_host,
 def test_idle_after_catches_a_quiet_main_thread(start_host) -> None:
     host = start_host("--idle-after", "1.0")
     host.wait_ready()
-    host.send("block 3")
-    assert host.proc.stdout is not None
-    assert host.proc.stdout.readline().strip() == "woke"
+    assert host.ask("block 3") == "woke"
     host.send("stop")
     host.finish()
     (hang,) = [d for d in host.dumps() if d["trigger"] == "unresponsive"]
@@ -123,9 +119,7 @@ def test_idle_after_catches_a_quiet_main_thread(start_host) -> None:
 def test_a_killed_watchdog_is_restarted_and_the_host_never_notices(start_host) -> None:
     host = start_host("--stats", json.dumps({"turns": 1}), "--label", "before")
     info = host.wait_ready()
-    host.send("killwd")
-    assert host.proc.stdout is not None
-    line = host.proc.stdout.readline().strip()
+    line = host.ask("killwd")
     old, new = line.split()[1], line.split()[3]
     assert old != new and line.endswith("alive=True"), line
     os.kill(int(info["pid"]), signal.SIGKILL)
@@ -142,9 +136,7 @@ def test_without_restart_the_host_just_loses_its_watchdog(start_host) -> None:
     watchdog = psutil.Process(int(info["watchdog_pid"]))
     watchdog.kill()
     watchdog.wait(10)
-    host.send("record " + json.dumps({"after": 1}))
-    assert host.proc.stdout is not None
-    assert host.proc.stdout.readline().strip() == "recorded"
+    assert host.ask("record " + json.dumps({"after": 1})) == "recorded"
     host.send("stop")
     assert host.finish() == 0
 
@@ -177,9 +169,7 @@ def test_both_processes_killed_leaves_an_orphan_the_next_session_recovers(start_
 def test_a_threads_uncaught_exception_is_evidence_not_a_verdict(start_host) -> None:
     host = start_host()
     info = host.wait_ready()
-    host.send("thread-raise")
-    assert host.proc.stdout is not None
-    assert host.proc.stdout.readline().strip() == "thread died"
+    assert host.ask("thread-raise") == "thread died"
     os.kill(int(info["pid"]), signal.SIGKILL)
     host.finish()
     exit_ = _postmortem(host)["host"]["exit"]
@@ -191,9 +181,7 @@ def test_a_threads_uncaught_exception_is_evidence_not_a_verdict(start_host) -> N
 def test_a_host_owning_the_stack_signal_keeps_it(start_host) -> None:
     host = start_host("--own-usr2", "--hang-after", "1.0")
     info = host.wait_ready()
-    host.send("hang 3")
-    assert host.proc.stdout is not None
-    assert host.proc.stdout.readline().strip() == "woke"  # our SIGUSR2 never cut it short
+    assert host.ask("hang 3") == "woke"  # our SIGUSR2 never cut it short
     host.send("stop")
     assert host.finish() == 0
     (hang,) = [d for d in host.dumps() if d["trigger"] == "unresponsive"]

@@ -195,9 +195,7 @@ def test_a_read_only_directory_is_survived(start_host, small_tmpfs) -> None:
 def test_a_ring_the_host_scribbled_over_still_gets_a_postmortem(start_host, diag_dir) -> None:
     host = start_host("--stats", json.dumps({"turns": 5}), "--label", "before-the-bug")
     info = host.wait_ready()
-    host.send("corrupt")
-    assert host.proc.stdout is not None
-    assert host.proc.stdout.readline().strip() == "corrupted"
+    assert host.ask("corrupt") == "corrupted"
     os.kill(int(info["pid"]), signal.SIGKILL)
     host.finish()
     (dump,) = host.dumps()

@@ -32,9 +32,7 @@ def test_ls_lists_live_sessions_and_says_trouble_with_exit_1(start_host, diag_di
     rows = {r["sessionId"]: r for r in json.loads(listed.stdout)["sessions"]}
     assert rows["calm-one"]["alive"] and rows["calm-one"]["watchdogAlive"]
     assert rows["calm-one"]["level"] == "normal" and rows["calm-one"]["rss"] > 0
-    busy.send("pressure 1")
-    assert busy.proc.stdout is not None
-    assert busy.proc.stdout.readline().strip() == "level critical"
+    assert busy.ask("pressure 1") == "level critical"
     listed = cli("ls", directory=diag_dir)
     assert listed.returncode == 1
     assert "busy-one" in listed.stdout and "critical" in listed.stdout

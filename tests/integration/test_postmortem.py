@@ -105,9 +105,7 @@ def test_nonzero_exit_status_is_unclean(start_host) -> None:
 def test_manual_dump_returns_its_path(start_host, diag_dir: Path) -> None:
     host = start_host("--stats", json.dumps(STATS), "--label", "thinking")
     host.wait_ready()
-    host.send("dump")
-    assert host.proc.stdout is not None
-    line = host.proc.stdout.readline().strip()
+    line = host.ask("dump")
     assert line.startswith("dumped ")
     path = Path(line[len("dumped ") :])
     assert path.parent == diag_dir and path.exists()
@@ -125,9 +123,7 @@ def test_manual_dump_returns_its_path(start_host, diag_dir: Path) -> None:
 def test_forked_child_writes_nothing_into_the_parents_ring(start_host) -> None:
     host = start_host("--stats", json.dumps(STATS), "--label", "parent")
     info = host.wait_ready()
-    host.send("fork")
-    assert host.proc.stdout is not None
-    assert host.proc.stdout.readline().strip() == "child 0"  # 3 would mean the same handle
+    assert host.ask("fork") == "child 0"  # 3 would mean the same handle
     os.kill(int(info["pid"]), signal.SIGKILL)
     host.finish()
     dump = _only_dump(host)  # the child's own session stopped cleanly: no dump of its own
@@ -186,9 +182,7 @@ def test_without_pidfd_clean_ends_stay_clean(start_host, command: str) -> None:
 def test_multiprocessing_workers_do_not_disturb_the_hosts_ring(start_host) -> None:
     host = start_host("--stats", json.dumps(STATS), "--label", "parent")
     info = host.wait_ready()
-    host.send("pool")
-    assert host.proc.stdout is not None
-    assert host.proc.stdout.readline().strip() == "pool [0, 1, 4, 9]"
+    assert host.ask("pool") == "pool [0, 1, 4, 9]"
     os.kill(int(info["pid"]), signal.SIGKILL)
     host.finish()
     dump = _only_dump(host)

@@ -14,9 +14,7 @@ def _pressure_dumps(host) -> list[dict]:  # type: ignore[no-untyped-def]
 def test_crossing_hard_then_critical_writes_one_dump_each(start_host) -> None:
     host = start_host("--limit", "160MiB", "--stats", json.dumps({"historyEntries": 0}))
     host.wait_ready()
-    host.send("pressure 1")
-    assert host.proc.stdout is not None
-    assert host.proc.stdout.readline().strip() == "level critical"
+    assert host.ask("pressure 1") == "level critical"
     host.send("stop")
     assert host.finish() == 0
     dumps = _pressure_dumps(host)
@@ -42,9 +40,7 @@ def test_repeated_escalations_respect_the_budget(start_host, max_dumps: int) -> 
     the first escalation to critical is always written."""
     host = start_host("--limit", "160MiB", "--max-dumps", str(max_dumps), "--cooldown", "0")
     host.wait_ready()
-    host.send("pressure 3")
-    assert host.proc.stdout is not None
-    assert host.proc.stdout.readline().strip() == "level critical"
+    assert host.ask("pressure 3") == "level critical"
     host.send("stop")
     assert host.finish() == 0
     triggers = [d["trigger"] for d in _pressure_dumps(host)]
@@ -56,9 +52,7 @@ def test_repeated_escalations_respect_the_budget(start_host, max_dumps: int) -> 
 def test_cooldown_suppresses_dumps_inside_it(start_host) -> None:
     host = start_host("--limit", "160MiB", "--max-dumps", "5", "--cooldown", "3600")
     host.wait_ready()
-    host.send("pressure 3")
-    assert host.proc.stdout is not None
-    assert host.proc.stdout.readline().strip() == "level critical"
+    assert host.ask("pressure 3") == "level critical"
     host.send("stop")
     host.finish()
     assert [d["trigger"] for d in _pressure_dumps(host)] == ["hard", "critical"]
