@@ -161,9 +161,10 @@ class RingWriter:
     """The host's side of the ring.
 
     ``record``/``recorder``/``mark`` in ``_host`` use the attributes directly; they
-    are the hot path (SPEC 3, 9). Values are carried forward in ``values`` so every
-    slot holds the full current state. A stat's column is int64 until a float (or an
-    int beyond int64) is recorded for it; from then on it is float64.
+    are the hot path (SPEC 3, 9). Values are carried forward (``values``, with the last
+    fast-path call folded in by ``sync()``) so every slot holds the full current state.
+    A stat's column is int64 until a float (or an int beyond int64) is recorded for it;
+    from then on it is float64.
     """
 
     __slots__ = ("_mapping", "buf", "words", "slot_count", "counter", "names", "index",
@@ -270,7 +271,7 @@ class RingWriter:
         return run
 
     def commit(self, kind: int, label: bytes | None = None) -> None:
-        """Write one slot with the current values (what record() does inline)."""
+        """Write one slot with the current values (mark(); record() writes its own)."""
         i = next(self.counter)
         s = HEADER_WORDS + (i % self.slot_count) * SLOT_WORDS
         words = self.words

@@ -73,6 +73,7 @@ class Watcher:
         self.last_record_wall_ns = 0
         self.last_activity = time.monotonic()
         self.samples = 0
+        self.checked_level = PressureLevel.NORMAL  # level at the last pressure-dump check
         self.faults: set[str] = set()
 
     # -- sampling ---------------------------------------------------------------------
@@ -82,17 +83,17 @@ class Watcher:
         if not host.alive:
             return None
         info = self.system.meminfo()
+        rlimits = self.system.rlimits()
         effective = _limits.limit_pairs(
             rss=host.rss, vms=host.vms, data=host.data, configured=self.config.memory_limit,
-            info=info, cgroups=self.system.cgroups(), limits=self.system.rlimits(),
+            info=info, cgroups=self.system.cgroups(), limits=rlimits,
         )
         self.growth.add(host.t, host.rss)
         self.leak.add(host.t, host.rss)
         level = self.grader.update(effective.ratio)
-        rlimits = self.system.rlimits()
         reading = Reading(host=host, effective=effective, level=level,
                           growth=self.growth.slope(),
-                          seconds_to_limit=self._seconds_to_limit(host, effective),
+                          seconds_to_limit=self._seconds_to_limit(effective),
                           system_available=info.get("MemAvailable"), psi=self.system.psi(),
                           leak_bytes_per_hour=self._leak_rate(), fd_limit=rlimits.get("nofile"))
         self.timeline.append((host.t, host.rss, effective.ratio))
@@ -104,8 +105,7 @@ class Watcher:
         self.last = reading
         return reading
 
-    def _seconds_to_limit(self, host: HostSample, effective: _limits.EffectiveLimit
-                          ) -> float | None:
+    def _seconds_to_limit(self, effective: _limits.EffectiveLimit) -> float | None:
         if effective.winner is None:
             return None
         # Remaining headroom of the winning pair, crossed at the RSS growth rate.
@@ -140,13 +140,16 @@ class Watcher:
 
     # -- dumps while the host lives ---------------------------------------------------
 
-    def maybe_pressure_dump(self, previous: PressureLevel, reading: Reading) -> None:
+    def maybe_pressure_dump(self, reading: Reading) -> None:
         """Dump on a rise to hard or critical, within budget and cooldown (SPEC 5).
 
         The budget's state lives in the ring header, so a restarted watchdog goes on
         counting where the one before stopped.
         """
-        level = reading.level
+        # Compared with the level of the last check, not of the last sample: a sample
+        # taken for a manual dump must not hide an escalation from this check.
+        level, previous = reading.level, self.checked_level
+        self.checked_level = level
         if level <= previous or level < PressureLevel.HARD:
             return
         words = self.words
@@ -274,12 +277,11 @@ class Watcher:
 
     def _tick(self) -> bool:
         """One sample and its consequences; False when the host turned out to be gone."""
-        previous = self.grader.level
         reading = self.sample()
         if reading is None:
             return self.pidfd >= 0  # with a pidfd, poll() reports the death itself
         self.oom.refresh()
-        self.maybe_pressure_dump(previous, reading)
+        self.maybe_pressure_dump(reading)
         self.check_responsiveness(reading)
         return True
 

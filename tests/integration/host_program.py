@@ -103,6 +103,9 @@ def main() -> None:
             print("recorded", flush=True)
         elif command == "fork":
             fork_child(wd, args.dir)
+        elif command == "grow":
+            hold.append(bytearray(b"x") * (int(rest[0]) << 20))
+            print("grown", flush=True)
         elif command == "balloon":
             while True:  # until the kernel's OOM killer ends us
                 hold.append(bytearray(b"x") * (4 * 1024 * 1024))

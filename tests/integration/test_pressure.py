@@ -131,3 +131,21 @@ def test_include_children_counts_the_workers_memory(tmp_path) -> None:
     finally:
         child.communicate("\n", timeout=30)
         wd.stop()
+
+
+def test_a_manual_dump_does_not_hide_an_escalation(start_host) -> None:
+    """The sample taken for a manual dump sees the rise first; the next regular check
+    must still write the pressure dump."""
+    import time
+
+    host = start_host("--limit", "160MiB", "--interval", "2.0")
+    host.wait_ready()  # right after the first regular sample: the next is ~2 s away
+    assert host.ask("grow 120") == "grown"
+    assert host.ask("dump").endswith(".json")
+    deadline = time.monotonic() + 30  # a guard against hanging, not a timing claim
+    while not _pressure_dumps(host):
+        assert time.monotonic() < deadline, [d["trigger"] for d in host.dumps()]
+        time.sleep(0.05)
+    host.send("stop")
+    host.finish()
+    assert [d["trigger"] for d in _pressure_dumps(host)] == ["critical"]
