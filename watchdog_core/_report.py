@@ -103,7 +103,7 @@ class DumpWriter:
         dump.memory.uss = int(uss) if uss is not None else None
         dump.host.fds = int(fds) if fds is not None else None
         dump.host.cpu_seconds = cpu
-        dump.risk_details = self._risks(reading, image, fds=dump.host.fds)
+        dump.risk_details = self._risks(reading, dump.session, fds=dump.host.fds)
         dump.risks = [r.id for r in dump.risk_details]
         dump.collection_complete = True
         self._replace(name, dump)
@@ -161,7 +161,8 @@ class DumpWriter:
         records = newest.index + 1 if newest else 0
         level = reading.level if reading else PressureLevel.NORMAL
         memory = self._memory(reading)
-        risks = self._risks(reading, image) if reading else []
+        session = dict(newest.values) if newest else {}
+        risks = self._risks(reading, session) if reading else []
         age = ((wall_ns - last_record_wall_ns) / 1e9
                if last_record_wall_ns and records else None)
         return Diagnostics(
@@ -172,7 +173,7 @@ class DumpWriter:
             level=level.label,
             collection_complete=False,
             memory=memory,
-            session=dict(newest.values) if newest else {},
+            session=session,
             last_activity=image.last_label,
             host=HostInfo(pid=self.host_pid, python=self.python, argv=self.argv, alive=alive,
                           exit=exit, threads=reading.host.threads if reading else None),
@@ -202,15 +203,14 @@ class DumpWriter:
             limits={p.source: p.limit for p in e.pairs},
         )
 
-    def _risks(self, reading: Reading | None, image: _reader.RingImage,
+    def _risks(self, reading: Reading | None, session: dict[str, int | float],
                fds: int | None = None) -> list[RiskDetail]:
         if reading is None:
             return []
-        newest = image.newest()
         risks = _levels.assess_risks(
             ratio=reading.effective.ratio, level=reading.level, hard=self.hard,
             rss=reading.host.rss, seconds_to_limit=reading.seconds_to_limit,
-            session=dict(newest.values) if newest else {}, fds=fds,
+            session=session, fds=fds,
             fd_limit=reading.fd_limit, threads=reading.host.threads, swap=reading.host.swap,
             psi_some_avg10=reading.psi.get("some"), history_share=self.history_share,
             leak_bytes_per_hour=reading.leak_bytes_per_hour,
