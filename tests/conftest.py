@@ -14,6 +14,15 @@ ROOT = Path(__file__).resolve().parent.parent
 HOST_PROGRAM = Path(__file__).resolve().parent / "integration" / "host_program.py"
 
 
+REAPER = Path(__file__).resolve().parent / "integration" / "reaper.py"
+
+# Who the host's parent is. The common case is the real one: a parent that reaps the
+# host the moment it exits (`Popen.wait()`, a shell), so the watchdog loses the race
+# for the zombie. "wnowait" keeps today's kind parent for the one test of the zombie
+# path: pytest itself, which reaps only after the watchdog is gone.
+PARENTS = ("popen", "shell", "wnowait")
+
+
 class Host:
     """A real host process running tests/integration/host_program.py.
 
@@ -21,10 +30,13 @@ class Host:
     recorded, then obeys one command line on stdin. ``finish()`` returns only when
     both the host and its watchdog have exited: the watchdog inherits the host's
     stderr, so EOF there means the watchdog is gone too.
+
+    ``parent`` chooses the host's parent (see PARENTS); "popen" by default.
     """
 
     def __init__(self, directory: Path, *args: str, env: dict[str, str] | None = None,
-                 cgroup: Path | None = None) -> None:
+                 cgroup: Path | None = None, parent: str = "popen",
+                 prefix: list[str] | None = None) -> None:
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
         full_env.pop("WATCHDOG_CORE_DISABLE", None)
@@ -34,6 +46,18 @@ class Host:
         if cgroup is not None:
             # Join the cgroup before Python starts, so the host (and its watchdog) live in it.
             argv = ["sh", "-c", f'echo $$ > "{cgroup}/cgroup.procs" && exec "$@"', "sh", *argv]
+        # A command that runs the rest (`unshare ...`): the host's pid is then another
+        # namespace's, never to be signalled from here.
+        self.prefix = prefix or []
+        argv = [*self.prefix, *argv]
+        if parent == "popen":
+            argv = [sys.executable, str(REAPER), *argv]
+        elif parent == "shell":
+            # A command followed by another is forked and waited for, never exec'd.
+            argv = ["bash", "-c", '"$@"; exit $?', "bash", *argv]
+        elif parent != "wnowait":
+            raise ValueError(f"parent must be one of {PARENTS}, got {parent!r}")
+        self.parent = parent
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -65,10 +89,26 @@ class Host:
         self.proc.stdin.flush()
 
     def finish(self, timeout: float = 60.0) -> int:
+        """Wait for the host and its watchdog; the host's status as Popen gives it
+        (negative: killed by that signal), whoever its parent was."""
+        if self.parent == "wnowait":
+            # Hold the zombie until the watchdog has read it: WNOWAIT leaves it unreaped.
+            os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
         out, err = self.proc.communicate(timeout=timeout)
         self.stdout += out
         self.stderr += err
-        return self.proc.returncode
+        return self.returncode
+
+    @property
+    def returncode(self) -> int:
+        code = self.proc.returncode
+        if self.parent != "wnowait" and code is not None and code > 128:
+            return 128 - code  # the reaper and the shell say 128 + N for signal N
+        return int(code)
+
+    @property
+    def pid(self) -> int:
+        return int(self.info["pid"])  # type: ignore[call-overload]
 
     def kill_both(self) -> None:
         """A cgroup-wide kill: the watchdog first, then the host, so no postmortem is
@@ -97,14 +137,21 @@ def start_host(diag_dir: Path):  # type: ignore[no-untyped-def]
     hosts: list[Host] = []
 
     def start(*args: str, env: dict[str, str] | None = None, directory: Path | None = None,
-              cgroup: Path | None = None) -> Host:
-        host = Host(directory or diag_dir, *args, env=env, cgroup=cgroup)
+              cgroup: Path | None = None, parent: str = "popen",
+              prefix: list[str] | None = None) -> Host:
+        host = Host(directory or diag_dir, *args, env=env, cgroup=cgroup, parent=parent,
+                    prefix=prefix)
         hosts.append(host)
         return host
 
     yield start
     for host in hosts:
         if host.proc.poll() is None:
+            if host.info and not host.prefix:  # the host itself, not only its parent
+                try:
+                    os.kill(host.pid, 9)
+                except ProcessLookupError:
+                    pass
             host.proc.kill()
         try:
             host.proc.communicate(timeout=30)
@@ -151,3 +198,33 @@ def memory_cgroup():  # type: ignore[no-untyped-def]
 
 def segment_exists(name: str) -> bool:
     return Path("/dev/shm", name).exists()
+
+
+def pidfd_exit_info() -> bool:
+    """Does this kernel return a reaped child's exit status through its pidfd (6.15+)?
+
+    Asked here with the raw ioctl, not through the code under test."""
+    import fcntl
+    import struct
+
+    get_info = (3 << 30) | (64 << 16) | (0xFF << 8) | 11  # PIDFD_GET_INFO, 64-byte struct
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(7)"])
+    pidfd = os.pidfd_open(proc.pid)
+    try:
+        proc.wait()
+        buf = bytearray(64)
+        struct.pack_into("<Q", buf, 0, 1 << 3)  # PIDFD_INFO_EXIT
+        try:
+            fcntl.ioctl(pidfd, get_info, buf, True)
+        except OSError:
+            return False
+        mask, code = struct.unpack_from("<Q", buf, 0)[0], struct.unpack_from("<i", buf, 60)[0]
+        return bool(mask & 1 << 3) and code == 7 << 8
+    finally:
+        os.close(pidfd)
+
+
+needs_pidfd_exit_info = pytest.mark.skipif(
+    not hasattr(os, "pidfd_open") or not pidfd_exit_info(),
+    reason="the kernel has no PIDFD_INFO_EXIT (Linux < 6.15): a reaped host's exit status "
+           "cannot be read there, and the verdicts are 'likely' or 'unknown' instead")
