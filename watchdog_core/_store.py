@@ -1,4 +1,4 @@
-"""The diagnostics directory: naming, atomic writes, retention (SPEC 7).
+"""The diagnostics directory: naming, atomic writes, retention (docs/design.md).
 
 * Every file is created relative to a descriptor of the directory, opened with
   ``O_NOFOLLOW | O_DIRECTORY``, with ``O_NOFOLLOW | O_EXCL``: a planted symlink
@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import time
 
 from filelock import FileLock, Timeout
 
 from ._safedir import FILE_MODE, StoreError, open_dir
 
-__all__ = ["DiagnosticsDir", "StoreError", "dump_name", "dump_timestamp"]
+__all__ = ["DiagnosticsDir", "StoreError", "dump_name", "dump_set_of", "dump_timestamp"]
 
 LOCK_NAME = ".watchdog-core.lock"
 DUMP_PREFIX = "memory-"
@@ -46,6 +47,32 @@ def dump_timestamp(wall_ns: int) -> tuple[str, str]:
 
 def dump_name(session_id: str, wall_ns: int) -> str:
     return f"{DUMP_PREFIX}{session_id}-{dump_timestamp(wall_ns)[0]}.json"
+
+
+# The name part of dump_timestamp; followed by the "." that starts a file's suffix.
+# [0-9], not \d: \d also matches other scripts' digits.
+_STAMP = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{6}Z(?=\.)")
+_SESSION = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def dump_set_of(name: str) -> tuple[str, str] | None:
+    """(stem, timestamp) of a file in a dump set; None for any other name.
+
+    A set is every file named ``{stem}{suffix}``, where the stem is
+    ``memory-{session}-{timestamp}`` and the suffix starts with ``.`` (``.json``,
+    ``.ring``, ``.stacks.txt``, ...). The timestamp is the last one in the name followed
+    by ``.``: a session id may itself hold ``.json``, ``-``, ``.`` or a timestamp.
+    """
+    if not name.startswith(DUMP_PREFIX):
+        return None  # hidden files (.tmp-, .crash-, the lock) and foreign ones
+    stamps = list(_STAMP.finditer(name, len(DUMP_PREFIX)))  # they cannot overlap
+    if not stamps:
+        return None
+    last = stamps[-1]
+    session = name[len(DUMP_PREFIX) : last.start()]
+    if not session.endswith("-") or not _SESSION.fullmatch(session[:-1]):
+        return None
+    return name[: last.end()], last.group()
 
 
 class DiagnosticsDir:
@@ -146,6 +173,19 @@ class DiagnosticsDir:
         text = raw[:limit].decode("utf-8", "replace")
         return text + "\n[truncated]\n" if len(raw) > limit else text
 
+    def read_dump(self, name: str, limit: int = 16 << 20) -> bytes | None:
+        """The bytes of one of our dump files, or None if it cannot be read."""
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self.open())
+        except OSError:
+            return None
+        try:
+            return os.read(fd, limit)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
     def open_private(self, name: str) -> int | None:
         """A read-only descriptor of one of the host's hidden files, or None."""
         try:
@@ -163,10 +203,12 @@ class DiagnosticsDir:
 
     def prune(self, keep: str | None = None, lock_timeout: float = 10.0,
               dry_run: bool = False, poll_interval: float = LOCK_POLL) -> list[str]:
-        """Delete the oldest dump sets beyond ``max_files``/``max_bytes``; never ``keep``.
+        """Delete the oldest dump sets beyond ``max_files``/``max_bytes``; never ``keep``'s.
 
-        A dump set is the JSON and every sibling sharing its stem (``.ring``, extras).
-        Runs under the directory's file lock; returns the names removed.
+        A dump set is the JSON and every sibling sharing its stem (``.ring``,
+        ``.stacks.txt``, ...; see ``dump_set_of``), removed together; the oldest has the
+        earliest timestamp in its name. ``max_files`` counts sets, ``max_bytes`` all their
+        files. Runs under the directory's file lock; returns the names removed.
         """
         dfd = self.open()
         self.last_lock_wait = None
@@ -196,43 +238,24 @@ class DiagnosticsDir:
 
     def _over_limits(self, dfd: int) -> bool:
         """A look without the lock: is there anything to prune? (Re-checked under it.)"""
-        count = size = 0
-        for entry in os.scandir(dfd):
-            if entry.name.startswith(DUMP_PREFIX):
-                count += entry.name.endswith(".json")
-                try:
-                    size += entry.stat(follow_symlinks=False).st_size
-                except OSError:
-                    continue
-        return count > self.max_files or size > self.max_bytes
+        sets = _dump_sets(dfd)
+        size = sum(size for files in sets.values() for _, size in files)
+        return len(sets) > self.max_files or size > self.max_bytes
 
     def _prune_locked(self, dfd: int, keep: str | None, dry_run: bool = False) -> list[str]:
-        sets: dict[str, list[tuple[str, int]]] = {}
-        mtimes: dict[str, float] = {}
-        for entry in os.scandir(dfd):
-            name = entry.name
-            if not name.startswith(DUMP_PREFIX):
-                continue
-            stem = name.split(".json", 1)[0] if ".json" in name else name.rsplit(".", 1)[0]
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            sets.setdefault(stem, []).append((name, st.st_size))
-            if name.endswith(".json"):
-                mtimes[stem] = st.st_mtime
-        keep_stem = keep.rsplit(".json", 1)[0] if keep else None
-        # Oldest first: by the timestamp in the name (the stem), mtime as a tie-break.
-        order = sorted(sets, key=lambda s: (mtimes.get(s, 0.0), s))
+        sets = _dump_sets(dfd)
+        kept = dump_set_of(keep) if keep else None
         total = sum(size for files in sets.values() for _, size in files)
-        count = len(order)
+        count = len(sets)
         removed: list[str] = []
-        for stem in order:
+        # Oldest first: by the timestamp in the name (fixed width, so it sorts as text),
+        # then by stem. Not by mtime: a copy, a restore or a touch changes it.
+        for stamp, stem in sorted(sets):
             if count <= self.max_files and total <= self.max_bytes:
                 break
-            if stem == keep_stem:
+            if kept is not None and stem == kept[0]:
                 continue
-            for name, size in sets[stem]:
+            for name, size in sorted(sets[stamp, stem]):
                 if dry_run or _unlink_quietly(name, dfd):
                     removed.append(name)
                     total -= size
@@ -240,11 +263,34 @@ class DiagnosticsDir:
         return removed
 
     def list_dumps(self) -> list[str]:
+        """The dumps' JSON names, oldest first (by the timestamp in the name)."""
         try:
             names = os.listdir(self.path)
         except OSError:
             return []
-        return sorted(n for n in names if n.startswith(DUMP_PREFIX) and n.endswith(".json"))
+        dumps = []
+        for name in names:
+            parsed = dump_set_of(name)
+            if parsed is not None and name == parsed[0] + ".json":
+                dumps.append((parsed[1], name))
+        return [name for _, name in sorted(dumps)]
+
+
+def _dump_sets(dfd: int) -> dict[tuple[str, str], list[tuple[str, int]]]:
+    """The directory's dump sets, keyed (timestamp, stem): [(name, bytes)], one per file."""
+    sets: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    with os.scandir(dfd) as entries:
+        for entry in entries:
+            parsed = dump_set_of(entry.name)
+            if parsed is None:
+                continue
+            try:
+                size = entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue  # removed meanwhile
+            stem, stamp = parsed
+            sets.setdefault((stamp, stem), []).append((entry.name, size))
+    return sets
 
 
 def _acquire(lock: FileLock, timeout: float, poll_interval: float) -> bool:
