@@ -1,8 +1,10 @@
-"""Reading a ring: the seqlock reader, live or saved (SPEC 8, docs/ring-format.md).
+"""Reading a ring: one seqlock reader for live segments and saved images
+(docs/ring-format.md, "Reading").
 
-Everyone reads through here (the watchdog, the CLI, tools/read_ring.py), never
-through a tracked ``SharedMemory``. Hostile input is expected: every count and
-offset is checked, and a slot that cannot be right is counted torn, not returned.
+Everyone reads through ``RingImage`` (the watchdog, the CLI, tools/read_ring.py), never
+through a tracked ``SharedMemory``, and a live segment and a saved image take the same
+path. Hostile input is expected: every count and offset is checked, and a slot that
+cannot be right is counted torn, not returned.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ._ring import (
     FLAG_FOREIGN_FAULTHANDLER,
     FLAG_SIGTERM,
     FLAG_STACK_SIGNAL,
+    FLAG_STACK_SIGNAL_LOST,
     FLAG_STACK_SIGNAL_TAKEN,
     FLAG_STOPPED,
     FLAG_THREAD_EXCEPTION,
@@ -56,14 +59,17 @@ from ._ring import (
     THREAD_EXCEPTION_AT,
     THREAD_EXCEPTION_SIZE,
     VERSION,
+    W_DEATH,
     W_DUMPS,
     W_FLAGS,
     W_HEARTBEAT,
     W_LABEL_SEQ,
     W_LAST_RECORD_NS,
     W_NAME_COUNT,
+    W_NONCE,
     W_RESTARTS,
     W_STATUS_SEQ,
+    W_VERDICT,
     W_WATCHDOG_PID,
     RingConfig,
     RingError,
@@ -74,6 +80,7 @@ from ._ring import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import mmap
     from collections.abc import Sequence
 
 class Slot:
@@ -92,24 +99,43 @@ class Slot:
 
 
 class RingImage:
-    """A decoded ring: header fields, stat names, and the slots that read whole."""
+    """A ring's header, decoded once, and its slots, read when asked.
 
-    def __init__(self, data: bytes | memoryview, *, live: memoryview | None = None) -> None:
-        """Decode ``data``. With ``live`` (the segment itself), each slot's sequence is
-        re-read after copying it, so a slot rewritten during the read counts as torn."""
-        self._data = memoryview(data)
-        self._live = live
-        self._live_words = live.cast("Q") if live is not None else None
-        self._validate_header()
-        self._decode_header()
+    ``buffer`` is the live segment (a mapping or a memoryview of it) or the static
+    bytes of a saved ``.ring`` image; both go through the same code
+    (docs/ring-format.md, "Reading"). The header fields are a snapshot taken here.
+    Over a live segment ``slots()`` and ``newest()`` read the slots at call time,
+    each under its seqlock, so two calls may see different records.
+
+    The image holds a view of ``buffer`` until ``release()`` (or the end of a
+    ``with`` block): release it before closing a mapping. After that only the
+    header fields remain; ``slots()`` raises ``ValueError``.
+
+    ``header`` (a copy taken earlier) replaces the buffer's own header: the watchdog
+    falls back to the header as it was at attach when the host scribbled over it.
+    """
+
+    def __init__(self, buffer: bytes | bytearray | memoryview | mmap.mmap,
+                 header: bytes | None = None) -> None:
+        view = memoryview(buffer).cast("B")
+        words: memoryview | None = None
+        try:
+            # Copied once: every header field decodes from it.
+            head = header if header is not None else bytes(view[:HEADER_SIZE])
+            self.slot_count: int = _validate_header(head, len(view))
+            words = view[: ring_size(self.slot_count)].cast("Q")
+            self._buf, self._words = view, words
+            self._decode_header(head)
+        except BaseException:
+            if words is not None:
+                words.release()
+            view.release()
+            raise
 
     def release(self) -> None:
-        """Drop the views of the data and the live segment (so a mapping can close)."""
-        if self._live_words is not None:
-            self._live_words.release()
-            self._live_words = None
-        self._live = None
-        self._data.release()
+        """Drop the views of ``buffer`` (so a mapping can close). Idempotent."""
+        self._words.release()
+        self._buf.release()
 
     def __enter__(self) -> RingImage:
         return self
@@ -119,41 +145,16 @@ class RingImage:
 
     # header ---------------------------------------------------------------------
 
-    def _validate_header(self) -> None:
-        data = self._data
-        if len(data) < HEADER_SIZE:
-            if len(data) >= 8 and bytes(data[:8]) != MAGIC:
-                raise RingError("not a watchdog-core ring (bad magic)")
-            raise RingError(f"truncated ring: {len(data)} bytes, the header alone is "
-                            f"{HEADER_SIZE}")
-        (magic, version, header_size, slots, slot_size, max_stats, name_size,
-         label_size) = struct.unpack_from("<8sIIIIIII", data, 0)
-        if magic != MAGIC:
-            raise RingError("not a watchdog-core ring (bad magic)")
-        if version != VERSION:
-            raise RingError(f"unsupported ring version {version} (this reader knows {VERSION})")
-        if (header_size, slot_size, max_stats, name_size, label_size) != (
-            HEADER_SIZE, SLOT_SIZE, MAX_STATS, NAME_SIZE, LABEL_SIZE
-        ):
-            raise RingError("corrupt ring header: geometry does not match version 1")
-        if not 1 <= slots <= 1 << 20:
-            raise RingError(f"corrupt ring header: {slots} slots")
-        if len(data) < ring_size(slots):
-            raise RingError(f"truncated ring: {len(data)} bytes for {slots} slots "
-                            f"(needs {ring_size(slots)})")
-
-    def _decode_header(self) -> None:
-        data = self._data
-        fields = STATIC.unpack_from(data, 0)
-        self.slot_count: int = fields[3]
+    def _decode_header(self, head: bytes) -> None:
+        fields = STATIC.unpack_from(head, 0)
         self.host_pid: int = fields[9]
         self.host_start_ticks: int = fields[10]
         self.created_unix_ns: int = fields[11]
         self.created_mono_ns: int = fields[12]
         self.interval: float = fields[13]
         self.boot_id = _cstr(fields[14])
-        self.session_id = _cstr(bytes(data[SESSION_ID_AT : SESSION_ID_AT + SESSION_ID_SIZE]))
-        self.diagnostics_dir = _cstr(bytes(data[DIR_AT : DIR_AT + DIR_SIZE]))
+        self.session_id = _cstr(head[SESSION_ID_AT : SESSION_ID_AT + SESSION_ID_SIZE])
+        self.diagnostics_dir = _cstr(head[DIR_AT : DIR_AT + DIR_SIZE])
         # Both become parts of paths the reader may write to: check them like user input.
         try:
             validate_session_id(self.session_id, "session id")
@@ -162,48 +163,56 @@ class RingImage:
         if not self.diagnostics_dir.startswith("/") or "\ufffd" in self.diagnostics_dir:
             raise RingError("corrupt ring header: the diagnostics directory is not an "
                             "absolute path")
-        self.config = RingConfig.unpack(data[CONFIG_AT : CONFIG_AT + CONFIG.size])
-        words = data[: HEADER_SIZE].cast("Q")
+        self.config = RingConfig.unpack(head[CONFIG_AT : CONFIG_AT + CONFIG.size])
+        words = memoryview(head).cast("Q")
         self.flags: int = words[W_FLAGS]
         self.watchdog_pid: int = words[W_WATCHDOG_PID]
         self.heartbeat_ns: int = words[W_HEARTBEAT]
         self.dumps: int = words[W_DUMPS]
         self.restarts: int = words[W_RESTARTS]
         self.last_record_unix_ns: int = words[W_LAST_RECORD_NS]
-        count = words[W_NAME_COUNT]
-        self.corrupt_names = count > MAX_STATS
-        count = min(count, MAX_STATS)
-        self.names = [
-            _cstr(bytes(data[NAMES_AT + i * NAME_SIZE : NAMES_AT + (i + 1) * NAME_SIZE]))
-            for i in range(count)
-        ]
+        self.features: int = fields[8]  # FEATURE_* bits of the ring's writer
+        self.nonce: int = words[W_NONCE]  # names the host's private files
+        self.death_state: int = words[W_DEATH]  # DEATH_*: how far its death was handled
+        self.verdict_word: int = words[W_VERDICT]  # the watchdog's verdict, if judged
+        words.release()
+        self.names: list[str] = []
+        self.corrupt_names = self._load_names() > MAX_STATS
         self.exception = (
-            _cstr(bytes(data[EXCEPTION_AT : EXCEPTION_AT + EXCEPTION_SIZE])) or None
+            _cstr(head[EXCEPTION_AT : EXCEPTION_AT + EXCEPTION_SIZE]) or None
             if self.flags & FLAG_EXCEPTION else None
         )
         self.thread_exception = (
-            _cstr(bytes(data[THREAD_EXCEPTION_AT : THREAD_EXCEPTION_AT + THREAD_EXCEPTION_SIZE]))
+            _cstr(head[THREAD_EXCEPTION_AT : THREAD_EXCEPTION_AT + THREAD_EXCEPTION_SIZE])
             or None if self.flags & FLAG_THREAD_EXCEPTION else None
         )
-        self.last_dump = read_dump_name(data)
-        self.request_reason = _cstr(bytes(data[REASON_AT : REASON_AT + REASON_SIZE])) or None
+        self.last_dump = read_dump_name(head)
+        self.request_reason = _cstr(head[REASON_AT : REASON_AT + REASON_SIZE]) or None
         self.last_label = self._read_label()
-        self.status = self._read_status()
+        self.status = read_status(self._buf, self._words)
+
+    def _load_names(self) -> int:
+        """Read the stat names registered so far from ``buffer``; returns the raw count.
+
+        Not from the header copy: the host writes a name's bytes before the count word
+        that covers it, so reading the count first and the names after never meets a
+        counted name that is not there yet (a copy of the whole header, taken in no
+        particular order, could). A registered name never changes: those read stay.
+        """
+        raw = int(self._words[W_NAME_COUNT])
+        buf = self._buf
+        for column in range(len(self.names), min(raw, MAX_STATS)):
+            at = NAMES_AT + column * NAME_SIZE
+            self.names.append(_cstr(bytes(buf[at : at + NAME_SIZE])))
+        return raw
 
     def _read_label(self) -> str | None:
         for _ in range(100):
-            seq = self._word(W_LABEL_SEQ)
-            raw = bytes(self._data[LABEL_AT : LABEL_AT + LABEL_SIZE])
-            if seq & 1 == 0 and seq == self._word(W_LABEL_SEQ):
+            seq = int(self._words[W_LABEL_SEQ])
+            raw = bytes(self._buf[LABEL_AT : LABEL_AT + LABEL_SIZE])
+            if seq & 1 == 0 and seq == self._words[W_LABEL_SEQ]:
                 return _cstr(raw) if seq else None
         return None
-
-    def _read_status(self) -> Status | None:
-        return read_status(self._data, self._live_words)
-
-    def _word(self, index: int) -> int:
-        source = self._live_words if self._live_words is not None else self._data.cast("Q")
-        return int(source[index])
 
     @property
     def exiting(self) -> bool:
@@ -216,54 +225,63 @@ class RingImage:
     # slots ------------------------------------------------------------------------
 
     def slots(self, last: int | None = None) -> tuple[list[Slot], int]:
-        """The slots that read whole, oldest first, and the number of torn ones.
+        """The newest ``last`` slots that read whole (all of them with ``None``), oldest
+        first, and the number of torn slots met on the way.
 
-        A torn slot (sequence odd, changed during the copy, or contents that cannot
-        be right) is counted and skipped, never returned as data.
+        The newest record is found from the sequence words alone (one strided pass);
+        from it back, slot by slot, each is copied under its seqlock until ``last``
+        are whole, so a dump copies one slot, not the ring. A torn slot (being written
+        throughout the read, or with contents that cannot be right) is counted and
+        skipped, never returned as data; a never-written one is neither.
         """
-        data = self._data
-        live, live_words = self._live, self._live_words
-        words = data.cast("Q")
-        seqs = sorted(
-            ((int(words[HEADER_WORDS + k * SLOT_WORDS]), k) for k in range(self.slot_count)),
-            reverse=True,
-        )
-        words.release()
+        count = self.slot_count
+        newest = newest_index(self._words, count)
+        want = count if last is None else max(0, min(last, count))
         out: list[Slot] = []
         torn = 0
-        for seq, k in seqs:
-            if seq == 0:
-                break  # sorted: the rest were never written
-            if last is not None and len(out) >= last:
+        for back in range(min(count, newest + 1)):
+            if len(out) >= want:
                 break
-            at = HEADER_SIZE + k * SLOT_SIZE
-            if live is not None and live_words is not None:
-                # The seqlock protocol: sequence, payload, sequence again, all from the
-                # live segment; a changed or odd sequence means a writer was there.
-                word = HEADER_WORDS + k * SLOT_WORDS
-                before = int(live_words[word])
-                raw = bytes(live[at : at + SLOT_SIZE])
-                after = int(live_words[word])
-                whole = before == after == int.from_bytes(raw[:8], "little")
-            else:
-                raw = bytes(data[at : at + SLOT_SIZE])
-                after = int.from_bytes(raw[:8], "little")
-                whole = True
-            slot = self._decode_slot(raw, after) if whole else None
-            if slot is None or slot.index % self.slot_count != k:
+            k = (newest - back) % count
+            if not self._words[HEADER_WORDS + k * SLOT_WORDS]:
+                continue  # never written
+            slot = self._read_slot(k)
+            if slot is None:
                 torn += 1
-                continue
-            out.append(slot)
-        out.reverse()
+            else:
+                out.append(slot)
+        out.sort(key=_by_index)  # a retried slot may hold a record newer than the rest
         return out, torn
 
+    def _read_slot(self, k: int) -> Slot | None:
+        """Slot ``k`` under its seqlock: the sequence, a copy of the slot, the sequence
+        again; kept only when both reads and the copy's own first word agree, are even
+        and not 0. One that changes while read is read again: it then holds a newer
+        record, as good as the one it replaced if it reads whole."""
+        word = HEADER_WORDS + k * SLOT_WORDS
+        at = word << 3
+        words, buf = self._words, self._buf
+        for _ in range(_SLOT_TRIES):
+            before = int(words[word])
+            raw = bytes(buf[at : at + SLOT_SIZE])
+            after = int(words[word])
+            if before != after or before & 1:
+                continue  # a writer was in this slot during the copy
+            if before == 0 or int.from_bytes(raw[:8], "little") != before:
+                return None  # a sequence that held still but is wrong: corrupt
+            slot = self._decode_slot(raw, before)
+            if slot is None or slot.index % self.slot_count != k:
+                return None
+            return slot
+        return None
+
     def _decode_slot(self, raw: bytes, seq: int) -> Slot | None:
-        if seq & 1:
-            return None
         mask, count, kind = _PREFIX.unpack_from(raw, 8)
+        if count > len(self.names):
+            self._load_names()  # a name registered since this image was made
         if count > len(self.names) or kind not in KIND_NAMES:
             return None
-        values = struct.unpack_from("<" + slot_format(count, mask), raw, SLOT_VALUES)
+        values = _values_struct(count, mask).unpack_from(raw, SLOT_VALUES)
         label = _cstr(raw[SLOT_LABEL : SLOT_LABEL + LABEL_SIZE]) if kind == KIND_MARK else None
         values_by_name = dict(zip(self.names, values, strict=False))  # count <= len(names)
         return Slot(seq // 2 - 1, KIND_NAMES[kind], values_by_name, label)
@@ -293,6 +311,56 @@ class RingImage:
         }
 
 
+# Reads of one slot before it counts as torn. The host fills a slot in about a
+# microsecond; one still odd or changing after three copies has a writer held up in it
+# (preempted, say), and the reader moves on to the next older slot.
+_SLOT_TRIES = 3
+
+
+def _by_index(slot: Slot) -> int:
+    return slot.index
+
+
+_STRUCTS: dict[tuple[int, int], struct.Struct] = {}
+
+
+def _values_struct(count: int, mask: int) -> struct.Struct:
+    # A session has a handful of layouts; a hostile ring could have thousands, so the
+    # cache is bounded. A plain dict: functools costs the host 1.6 ms to import.
+    key = (count, mask)
+    found = _STRUCTS.get(key)
+    if found is None:
+        if len(_STRUCTS) >= 64:
+            _STRUCTS.clear()
+        found = _STRUCTS[key] = struct.Struct("<" + slot_format(count, mask))
+    return found
+
+
+def _validate_header(head: bytes, size: int) -> int:
+    """Check the header copy ``head`` of a ring of ``size`` bytes; returns the slot count."""
+    if len(head) < HEADER_SIZE:
+        if len(head) >= 8 and head[:8] != MAGIC:
+            raise RingError("not a watchdog-core ring (bad magic)")
+        raise RingError(f"truncated ring: {len(head)} bytes, the header alone is "
+                        f"{HEADER_SIZE}")
+    (magic, version, header_size, slots, slot_size, max_stats, name_size,
+     label_size) = struct.unpack_from("<8sIIIIIII", head, 0)
+    if magic != MAGIC:
+        raise RingError("not a watchdog-core ring (bad magic)")
+    if version != VERSION:
+        raise RingError(f"unsupported ring version {version} (this reader knows {VERSION})")
+    if (header_size, slot_size, max_stats, name_size, label_size) != (
+        HEADER_SIZE, SLOT_SIZE, MAX_STATS, NAME_SIZE, LABEL_SIZE
+    ):
+        raise RingError("corrupt ring header: geometry does not match version 1")
+    if not 1 <= slots <= 1 << 20:
+        raise RingError(f"corrupt ring header: {slots} slots")
+    if size < ring_size(slots):
+        raise RingError(f"truncated ring: {size} bytes for {slots} slots "
+                        f"(needs {ring_size(slots)})")
+    return int(slots)
+
+
 def read_status(buf: memoryview, live_words: memoryview | None = None) -> Status | None:
     """The watchdog's status block under its seqlock; None before the first sample."""
     words = live_words if live_words is not None else buf[:HEADER_SIZE].cast("Q")
@@ -308,7 +376,7 @@ def read_status(buf: memoryview, live_words: memoryview | None = None) -> Status
             words.release()
 
 
-def read_dump_name(buf: memoryview) -> str | None:
+def read_dump_name(buf: bytes | memoryview) -> str | None:
     return _cstr(bytes(buf[DUMP_NAME_AT : DUMP_NAME_AT + DUMP_NAME_SIZE])) or None
 
 
@@ -317,7 +385,8 @@ def flag_names(flags: int) -> list[str]:
              (FLAG_CRASH_FILE, "crash-file"), (FLAG_STACK_SIGNAL, "stack-signal"),
              (FLAG_FOREIGN_FAULTHANDLER, "foreign-faulthandler"),
              (FLAG_STACK_SIGNAL_TAKEN, "stack-signal-taken"), (FLAG_SIGTERM, "sigterm"),
-             (FLAG_THREAD_EXCEPTION, "thread-exception"))
+             (FLAG_THREAD_EXCEPTION, "thread-exception"),
+             (FLAG_STACK_SIGNAL_LOST, "stack-signal-lost"))
     return [name for bit, name in names if flags & bit]
 
 
