@@ -57,8 +57,9 @@ def _bind_record(w: _ring.RingWriter) -> Callable[..., None]:
     def record(**stats: int | float) -> None:
         """Record numeric session stats; one ring slot with the full current state.
 
-        Values are ints (stored as int64, exact) or floats (float64); bools count as
-        ints. A non-number raises ``TypeError``, a 33rd distinct name ``ValueError``.
+        Values are ints (stored as int64, exact) or floats (float64, NaN and infinities
+        included: stored and shown, never refused); bools count as ints. A non-number
+        raises ``TypeError``, a 33rd distinct name ``ValueError``.
         """
         i = next(counter)
         s = header_words + (i % slot_count) * slot_words
@@ -228,20 +229,24 @@ class Watchdog:
             _current = None
         if os.getpid() != self._pid:  # a forked child: the parent's session is not ours
             return
-        w = self._w
+        w, hooks = self._w, self._hooks
         if w.attached:
             w.set_flag(_ring.FLAG_STOPPED)
-        if self._hooks is not None:
-            self._hooks.uninstall()
+        if hooks is not None:
+            hooks.quiesce(timeout)  # no heartbeat, no restart, no stack signal asked for
         process = self._process
         if process is not None:
             process.close_channel()
             process.wait(timeout)
-        w.detach()
+        if hooks is not None:
+            # Only once the watchdog has gone: one still running could send the stack
+            # signal after the handler came down, and the host would die of it.
+            hooks.uninstall()
         if self.shm_name is not None:
             from ._shm import unlink_segment
 
-            unlink_segment(self.shm_name)
+            unlink_segment(self.shm_name)  # before detach(): while we still hold it
+        w.detach()
 
     def __enter__(self) -> Watchdog:
         return self
@@ -375,21 +380,30 @@ def start_watchdog(
     if not sys.platform.startswith(("linux", "darwin")):
         return _disabled(config, f"platform {sys.platform} is not supported")
     if os.getpid() == 1:
+        # Measured (docs/design.md): an init that exits with its child, as tini and
+        # `docker run --init` do, does not save the watchdog either.
         warnings.warn(
-            "watchdog-core: this process is PID 1 and its watchdog dies with it; run the "
-            "program under `watchdog-core run -- CMD` as the container entrypoint instead",
+            "watchdog-core: this process is PID 1 of its container: when it exits, the "
+            "kernel kills everything left in the container, the watchdog included, "
+            "before a postmortem is written (under an init that exits with its child, "
+            "such as tini or `docker run --init`, too). Give the watchdog a moment: make "
+            "the entrypoint outlive the program, e.g. "
+            "`sh -c 'python app.py; s=$?; sleep 2; exit $s'` (such a shell does not pass "
+            "SIGTERM on: trap it if the program must see `docker stop`)",
             RuntimeWarning, stacklevel=2,
         )
 
     from . import _shm, _spawn
 
     host_pid = os.getpid()
-    shm_name = _shm.segment_name(config.session_id, host_pid)
     try:
-        mapping = _shm.create_segment(shm_name, _ring.ring_size(config.ring_slots))
+        shm_name, mapping, lock_fd = _shm.create_segment(
+            config.session_id, host_pid, _ring.ring_size(config.ring_slots))
     except (OSError, ValueError) as exc:
-        return _disabled(config, f"cannot create shared memory segment {shm_name}: {exc}")
+        return _disabled(config, "cannot create shared memory segment "
+                         f"{_shm.segment_name(config.session_id, host_pid)}: {exc}")
     writer = _ring.RingWriter(mapping, config.ring_slots)
+    writer.lock_fd = lock_fd
     ticks, boot_id = _host_identity()
     writer.init_header(
         session_id=config.session_id, host_pid=host_pid, host_start_ticks=ticks,
@@ -400,6 +414,7 @@ def start_watchdog(
                                 config.hang_after, config.idle_after, config.include_children,
                                 config.large_history_share, config.stack_signal,
                                 config.max_files, config.max_bytes),
+        features=_ring.FEATURE_LOCKS if _shm.LOCKS else 0,
     )
     try:
         process = _spawn.spawn_watchdog(shm_name, config.suggestion)
@@ -411,7 +426,14 @@ def start_watchdog(
     from ._lifecycle import HostHooks
 
     handle._hooks = HostHooks(handle)
-    handle._hooks.install()
+    try:
+        handle._hooks.install()
+    except Exception as exc:  # start_watchdog() never raises for the host's environment
+        # A thread limit, a host that broke something we rely on: whatever it was, the
+        # watchdog and the segment must not outlive the attempt. stop() ends the
+        # watchdog, removes the segment and undoes the part of install() that was done.
+        handle.stop()
+        return _disabled(config, f"cannot install the session's hooks: {exc!r}")
     if not _fork_hook_installed:
         os.register_at_fork(after_in_child=_after_fork_in_child)
         _fork_hook_installed = True

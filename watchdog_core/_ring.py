@@ -15,6 +15,7 @@ This module imports stdlib only: the host loads it in ``start_watchdog()``.
 from __future__ import annotations
 
 import _thread
+import _weakref
 import itertools
 import os
 import struct
@@ -22,6 +23,7 @@ import struct
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import mmap
+    import weakref
     from collections.abc import Callable
 
 MAGIC = b"WDCRING\x00"
@@ -61,6 +63,21 @@ W_LAST_PRESSURE_NS = 44  # CLOCK_MONOTONIC ns of the last pressure dump (watchdo
 W_CRITICAL_WRITTEN = 45  # 1 once the first critical dump is written (watchdog)
 W_RESTARTS = 46  # watchdogs restarted by the host after the first died (host)
 W_STACK_REQUESTS = 47  # stack dumps asked of the host by signal (watchdog)
+W_DEATH = 48  # how far the host's death has been handled: DEATH_* (watchdog)
+W_VERDICT = 49  # the watchdog's verdict on that death, see _death.encode_verdict (watchdog)
+W_NONCE = 50  # random, names the host's private files beside the dumps (host, once)
+
+# W_DEATH: each step is written before the next begins, so a recoverer taking over a
+# ring whose watchdog died midway knows what is already done (docs/design.md).
+DEATH_ALIVE = 0
+DEATH_DYING = 1  # the kernel is tearing the host down; the last good reading is kept
+DEATH_DEAD = 2  # the host is gone
+DEATH_JUDGED = 3  # W_VERDICT holds the verdict
+DEATH_PUBLISHED = 4  # the postmortem's first phase is on disk; DUMP_NAME holds its name
+DEATH_WRITTEN = 5  # the postmortem is complete and the ring image saved beside it
+
+# Header word at offset 36 (the u32 after the geometry): what this ring's writer does.
+FEATURE_LOCKS = 1  # host and watchdog hold the segment's locks for their lifetimes
 
 FLAG_EXITING = 1  # atexit ran: the interpreter is shutting down
 FLAG_STOPPED = 2  # stop() was called: a clean end, no postmortem
@@ -71,6 +88,7 @@ FLAG_FOREIGN_FAULTHANDLER = 32  # the host had enabled faulthandler itself: left
 FLAG_STACK_SIGNAL_TAKEN = 64  # the host already handles the stack signal: not registered
 FLAG_SIGTERM = 128  # catch_sigterm: SIGTERM arrived (the handler then re-raises it)
 FLAG_THREAD_EXCEPTION = 256  # a thread died of an uncaught exception (the host lives on)
+FLAG_STACK_SIGNAL_LOST = 512  # the host installed its own handler for the stack signal
 
 # Status block, written by the watchdog under W_STATUS_SEQ.
 STATUS_AT = 768
@@ -168,10 +186,13 @@ class RingWriter:
     """
 
     __slots__ = ("_mapping", "buf", "words", "slot_count", "counter", "names", "index",
-                 "values", "last", "layout", "runs", "_lock")
+                 "values", "last", "layout", "runs", "_lock", "lock_fd")
 
     def __init__(self, mapping: mmap.mmap | None, slot_count: int) -> None:
         self._mapping = mapping
+        # The segment's descriptor holding the host's lock (see _shm): open exactly as
+        # long as this writer is attached, so the lock says whether the host lives.
+        self.lock_fd = -1
         self.buf = memoryview(mapping) if mapping is not None else _scratch(slot_count)
         self.words = self.buf.cast("Q")
         self.slot_count = slot_count
@@ -190,18 +211,22 @@ class RingWriter:
             _PREFIX.pack_into, 0, 0, ())
         # record(**stats) keyword orders seen -> the columns they fill (slice or list)
         self.runs: dict[tuple[str, ...], tuple[int, int] | list[int]] = {}
-        self._lock = _thread.allocate_lock()  # name registration only, never the hot path
+        # Name registration only, never the hot path; re-made unlocked in a forked child.
+        self._lock = _fork_safe_lock()
 
     def init_header(self, *, session_id: str, host_pid: int, host_start_ticks: int,
                     created_unix_ns: int, created_mono_ns: int, interval: float,
-                    boot_id: str, diagnostics_dir: str, config: RingConfig) -> None:
+                    boot_id: str, diagnostics_dir: str, config: RingConfig,
+                    features: int = 0) -> None:
         STATIC.pack_into(self.buf, 0, MAGIC, VERSION, HEADER_SIZE, self.slot_count, SLOT_SIZE,
-                         MAX_STATS, NAME_SIZE, LABEL_SIZE, 0, host_pid, host_start_ticks,
+                         MAX_STATS, NAME_SIZE, LABEL_SIZE, features, host_pid,
+                         host_start_ticks,
                          created_unix_ns, created_mono_ns, interval,
                          boot_id.encode("ascii", "replace")[:39])
         _put_str(self.buf, SESSION_ID_AT, SESSION_ID_SIZE, session_id)
         _put_str(self.buf, DIR_AT, DIR_SIZE, diagnostics_dir)
         self.buf[CONFIG_AT : CONFIG_AT + CONFIG.size] = config.pack()
+        self.words[W_NONCE] = int.from_bytes(os.urandom(4), "little") or 1
 
     # -- slow paths, outside the hot loop ------------------------------------------
 
@@ -353,12 +378,26 @@ class RingWriter:
         """
         mapping = self._mapping
         self._mapping = None
-        scratch = _scratch(self.slot_count)
+        scratch = _scratch(self.slot_count, shared=True)
         self.buf, self.words = scratch, scratch.cast("Q")
         if mapping is not None:
+            # Another thread may be inside record()/recorder()/mark() right now, holding
+            # the old `words` in a local and about to store through it. So the old views
+            # are never released here (that thread would raise), only dropped: close()
+            # fails with BufferError while one still lives, and the mapping is then
+            # unmapped by the last view's release, when that call returns (the views keep
+            # the mmap object alive, nothing else does). No write lands in freed memory.
             try:
                 mapping.close()
-            except (BufferError, ValueError):  # a view is still exported: let GC unmap it
+            except (BufferError, ValueError):
+                pass
+        # The segment's lock lives exactly as long as the attachment (see __init__). In
+        # a forked child this closes only the child's copy: the parent's lock stays.
+        fd, self.lock_fd = self.lock_fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
                 pass
 
     @property
@@ -390,11 +429,54 @@ def coerce(name: object, value: object) -> int | float:
     raise TypeError(f"stat {name!s} must be an int or float, got {type(value).__name__}")
 
 
-def _scratch(slot_count: int) -> memoryview:
-    # Anonymous memory: untouched pages cost nothing, so a detached writer is free.
+def _scratch(slot_count: int, *, shared: bool = False) -> memoryview:
+    """Anonymous private memory for a writer without a segment; untouched pages cost
+    nothing, and after a fork the child's writes stay the child's.
+
+    A new writer (a disabled handle, the unit tests) gets memory of its own, which it
+    may read back. ``shared``: the one mapping for every detached writer (stopped or
+    forked): never freed, since their writes are garbage nobody reads and a thread
+    still writing there must never meet freed memory. A mapping per stop grew the host
+    by one per start/stop cycle. A larger ring replaces it with a larger one; writers
+    still using the old one keep it alive.
+    """
+    global _shared_scratch
     import mmap
 
-    return memoryview(mmap.mmap(-1, ring_size(slot_count)))
+    size = ring_size(slot_count)
+    if not shared:
+        return memoryview(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE))
+    scratch = _shared_scratch
+    if scratch is None or scratch.nbytes < size:
+        scratch = _shared_scratch = memoryview(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE))
+    return scratch
+
+
+_shared_scratch: memoryview | None = None
+
+# Writer locks, weakly: the at-fork hook below re-makes each one unlocked in a child,
+# because a fork while another thread held one (registering a stat name) would leave the
+# child's copy locked for ever and its first new stat name would deadlock. A set of weak
+# references (the way WeakSet works; `_weakrefset` is not loaded at startup, `_weakref`
+# is) holds only the locks of writers still alive, so it never grows with sessions.
+_writer_locks: set[weakref.ref[_thread.LockType]] = set()
+
+
+def _fork_safe_lock() -> _thread.LockType:
+    lock = _thread.allocate_lock()
+    _writer_locks.add(_weakref.ref(lock, _writer_locks.discard))
+    return lock
+
+
+def _reinit_locks_in_child() -> None:
+    for ref in tuple(_writer_locks):
+        lock = ref()
+        if lock is not None:
+            lock._at_fork_reinit()  # type: ignore[attr-defined]  # as threading does
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_locks_in_child)
 
 
 def _to_float(value: float) -> float:
@@ -404,6 +486,15 @@ def _to_float(value: float) -> float:
         return float("inf") if value > 0 else float("-inf")
 
 _LEVELS = ("normal", "soft", "hard", "critical")
+
+
+def write_status(buf: memoryview, words: memoryview, raw: bytes) -> None:
+    """The watchdog's status block, under its seqlock (word W_STATUS_SEQ)."""
+    seq = words[W_STATUS_SEQ]
+    words[W_STATUS_SEQ] = seq | 1
+    buf[STATUS_AT : STATUS_AT + len(raw)] = raw
+    words[W_STATUS_SEQ] = (seq | 1) + 1
+
 
 def encode_status(level: int, ratio: float, rss: int, heap_used: int, limit: int | None,
                   growth: float, seconds_to_limit: float | None, source: str,

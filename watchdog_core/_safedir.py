@@ -1,4 +1,4 @@
-"""Opening the diagnostics directory safely (SPEC 7); stdlib only, so the host can use it.
+"""Opening the diagnostics directory safely (docs/design.md); stdlib only, so the host can use it.
 
 The directory is refused when it is itself a symlink, belongs to another user,
 or is writable by group or others; symlinks among its ancestors are fine.
@@ -19,6 +19,11 @@ class StoreError(OSError):
     """The directory cannot be used (symlink, foreign owner, open to others, unwritable)."""
 
 
+class UnsafeDirectoryError(StoreError):
+    """The directory is refused for what it is (a symlink, another user's, open to
+    others), not for a passing condition such as a full disk."""
+
+
 def open_dir(path: str) -> int:
     """A descriptor of ``path``, created 0700 if missing; StoreError if it is unsafe."""
     try:
@@ -30,25 +35,28 @@ def open_dir(path: str) -> int:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
-            raise StoreError(f"{path} is a symlink; refusing to write through it") from exc
+            raise UnsafeDirectoryError(
+                f"{path} is a symlink; refusing to write through it") from exc
         raise StoreError(f"cannot open diagnostics directory {path}: {exc.strerror}") from exc
     st = os.fstat(fd)
     if st.st_uid != os.geteuid():
         os.close(fd)
-        raise StoreError(f"{path} belongs to uid {st.st_uid}, not to us")
+        raise UnsafeDirectoryError(f"{path} belongs to uid {st.st_uid}, not to us")
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         os.close(fd)
-        raise StoreError(f"{path} is writable by others (mode {stat.S_IMODE(st.st_mode):o}); "
-                         "refusing to write there")
+        raise UnsafeDirectoryError(f"{path} is writable by others (mode "
+                              f"{stat.S_IMODE(st.st_mode):o}); refusing to write there")
     return fd
 
 
-def private_file_name(kind: str, session_id: str, host_pid: int) -> str:
-    """The host's own files beside the dumps: ``.crash-{session}-{pid}.txt``, ``.stacks-...``.
+def private_file_name(kind: str, session_id: str, host_pid: int, nonce: int = 0) -> str:
+    """The host's own files beside the dumps: ``.crash-{session}-{pid}-{nonce}.txt``,
+    ``.stacks-...``. The nonce (random, kept in the ring header) keeps apart hosts that
+    share a directory, a session id and a pid number from different pid namespaces.
 
     Hidden (a leading dot), so retention, which keeps dump sets, never counts them.
     """
-    return f".{kind}-{session_id}-{host_pid}.txt"
+    return f".{kind}-{session_id}-{host_pid}" + (f"-{nonce:08x}" if nonce else "") + ".txt"
 
 
 def create_private_file(dir_fd: int, name: str) -> int:

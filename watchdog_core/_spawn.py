@@ -1,7 +1,11 @@
-"""Starting the watchdog interpreter and the channels between it and the host (SPEC 4).
+"""Starting the watchdog interpreter and the channels between it and the host (docs/design.md).
 
-Two descriptors go to the watchdog:
+Three descriptors go to the watchdog:
 
+* the segment, opened afresh and holding the watchdog's lock (see ``_shm``): taken
+  here, before the spawn, so a ring is never without a lock holder while its
+  watchdog boots; the watchdog maps the ring from it, so it watches exactly the
+  segment its host created;
 * a pidfd of the host (``os.pidfd_open(os.getpid())``): it turns readable the
   moment the host exits, killed or not, and it cannot be fooled by pid reuse;
 * the read end of the *control pipe*. The host keeps the only write end (not
@@ -10,7 +14,7 @@ Two descriptors go to the watchdog:
   missing (macOS, old kernels) EOF on this pipe is the death notification.
 
 ``os.posix_spawn`` rather than ``subprocess``: importing subprocess costs
-15-50 ms in the host (SPEC 3), and posix_spawn does the one thing needed.
+15-50 ms in the host (docs/performance.md), and posix_spawn does the one thing needed.
 """
 
 from __future__ import annotations
@@ -85,15 +89,15 @@ class WatchdogProcess:
         self.ctl_fd = -1
 
 
-def watchdog_argv(shm_name: str, pidfd: int, ctl_fd: int,
+def watchdog_argv(shm_name: str, lock_fd: int, pidfd: int, ctl_fd: int,
                   suggestions: dict[str, str]) -> list[str]:
     # -P (3.11+) keeps the host's working directory off sys.path: the watchdog must
-    # never import a module of the host's (SPEC 4).
+    # never import a module of the host's (docs/design.md).
     argv = [sys.executable]
     if sys.version_info >= (3, 11):
         argv.append("-P")
-    argv += ["-m", "watchdog_core._watchdog", "--shm", shm_name, "--pidfd", str(pidfd),
-             "--ctl", str(ctl_fd)]
+    argv += ["-m", "watchdog_core._watchdog", "--shm", shm_name, "--lock", str(lock_fd),
+             "--pidfd", str(pidfd), "--ctl", str(ctl_fd)]
     for level, text in suggestions.items():
         argv += ["--suggestion", f"{level}={text}"]
     return argv
@@ -105,9 +109,16 @@ def spawn_watchdog(shm_name: str, suggestions: dict[str, str]) -> WatchdogProces
     Raises OSError when the process cannot be started; the caller turns that into
     a disabled handle, never an exception in the host.
     """
-    pidfd = _own_pidfd()
-    ctl_read, ctl_write = os.pipe()
-    passed = [fd for fd in (pidfd, ctl_read) if fd >= 0]
+    from ._shm import lock_for_watchdog
+
+    lock_fd = lock_for_watchdog(shm_name)
+    try:
+        pidfd = _own_pidfd()
+        ctl_read, ctl_write = os.pipe()
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    passed = [fd for fd in (lock_fd, pidfd, ctl_read) if fd >= 0]
     try:
         for fd in passed:
             os.set_inheritable(fd, True)
@@ -116,7 +127,7 @@ def spawn_watchdog(shm_name: str, suggestions: dict[str, str]) -> WatchdogProces
         env["PYTHONPATH"] = _PACKAGE_PARENT + (os.pathsep + path if path else "")
         pid = os.posix_spawn(
             sys.executable,
-            watchdog_argv(shm_name, pidfd, ctl_read, suggestions),
+            watchdog_argv(shm_name, lock_fd, pidfd, ctl_read, suggestions),
             env,
             file_actions=_stdio_actions(),
             setsid=True,  # Ctrl-C in the terminal goes to the host, not the watchdog
@@ -125,7 +136,7 @@ def spawn_watchdog(shm_name: str, suggestions: dict[str, str]) -> WatchdogProces
         os.close(ctl_write)
         raise
     finally:
-        for fd in passed:
+        for fd in passed:  # the watchdog's copies carry on; the lock stays with it
             os.close(fd)
     return WatchdogProcess(pid, ctl_write)
 

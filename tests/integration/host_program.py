@@ -13,6 +13,12 @@ prints ``ready {json}`` and then runs one command read from stdin:
   hang N                hold the GIL inside libc sleep(N), then print "woke"
   block S               sleep S seconds without the GIL, then print "woke"
   killwd                SIGKILL our watchdog; print once a new one runs
+  own-usr2              install the host's own SIGUSR2 handler; print "installed"
+  default-usr2          put SIGUSR2 back to its default; print "default"
+  usr2-self             send ourselves SIGUSR2; print "usr2 N", N handled so far
+  status                print the watchdog's last status block as JSON
+  exec S                exec a new program that sleeps S seconds and prints
+  worker-oom            run a worker that balloons until the OOM killer ends it
 """
 
 from __future__ import annotations
@@ -159,11 +165,43 @@ def main() -> None:
                 print(f"pool {pool.map(square_and_record, range(4))}", flush=True)
         elif command == "pressure":
             pressure(wd, hold, int(rest[0]) if rest else 1)
+        elif command == "status":
+            print("status " + json.dumps(wd.status()), flush=True)
+        elif command == "exec":
+            # Become another program, as launchers and re-exec'ing tools do: it must
+            # never receive our stack signal, and the session ends quietly.
+            code = ("import sys, time; time.sleep(float(sys.argv[1])); "
+                    "print('the new program survived', flush=True)")
+            os.execv(sys.executable, [sys.executable, "-c", code, rest[0]])
+        elif command == "worker-oom":
+            # A worker of ours balloons in our cgroup and the OOM killer takes it, not us.
+            import subprocess
+
+            worker = subprocess.run([sys.executable, "-c",
+                                     "b = []\nwhile True: b.append(bytearray(8 << 20))"],
+                                    check=False)
+            print(f"worker {worker.returncode}", flush=True)
+        elif command == "own-usr2":
+            # The host takes SIGUSR2 for itself after start_watchdog(), as a gunicorn
+            # master does for binary upgrades.
+            signal.signal(signal.SIGUSR2, lambda *_: USR2_HANDLED.append(1))
+            print("installed", flush=True)
+        elif command == "default-usr2":
+            signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+            print("default", flush=True)
+        elif command == "usr2-self":
+            before = len(USR2_HANDLED)
+            os.kill(os.getpid(), signal.SIGUSR2)
+            deadline = time.monotonic() + 10
+            while len(USR2_HANDLED) == before and time.monotonic() < deadline:
+                time.sleep(0.001)
+            print(f"usr2 {len(USR2_HANDLED)}", flush=True)
         else:
             print(f"unknown command {command}", flush=True)
 
 
 HANDLE = None  # the host's handle, inherited by forked pool workers
+USR2_HANDLED: list[int] = []  # calls of the host's own SIGUSR2 handler (own-usr2)
 
 
 def square_and_record(n: int) -> int:
