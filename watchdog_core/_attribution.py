@@ -1,57 +1,166 @@
-"""How the host died: the evidence the watchdog can gather, and the verdict (SPEC 4, 6).
+"""Evidence about how the host died: readers only (docs/fault-matrix.md).
 
-The watchdog is the host's child, so it cannot ``wait()`` for the host's status
-and a pidfd gives none to a non-parent. What it has:
+The ladder that orders this evidence, the verdict and the steps after a death
+are in ``_death``. What can be read, and when:
 
-* the ring's flags: *stopped* (clean), *exiting* (atexit ran), an uncaught
-  exception's type name;
-* ``/proc/<pid>/stat`` field 52, the wait status, readable only while the host
-  is a zombie (a race with the host's own parent, so read it first);
-* OOM-kill counters that rose since the watchdog started: cgroup v2
-  ``memory.events``, cgroup v1 ``memory.oom_control``, ``/proc/vmstat``.
-
-It combines them and never guesses: without evidence the kind is ``unknown``
-and ``evidence`` says what was checked.
+* ``/proc/<pid>/stat``: the state, the flags, the start time and field 52, the
+  exit status. The status is there while the host is a zombie, and already while
+  the kernel tears down a host whose memory is detached (``do_exit`` sets it
+  before ``exit_mm``; ``vsize`` 0 with ``PF_EXITING`` says the memory is gone).
+  A parent that reaps at once (a shell, ``Popen.wait()``) leaves a window of
+  microseconds for a small host.
+* the pidfd the watchdog holds: ``ioctl(PIDFD_GET_INFO)`` with ``PIDFD_INFO_EXIT``
+  returns the wait status once the host has been reaped, whoever reaped it
+  (Linux 6.15+; while the host is a zombie the exit bit is not set yet).
+* OOM-kill counters that rose since the watchdog started (cgroup v2
+  ``memory.events``, cgroup v1 ``memory.oom_control``, ``/proc/vmstat``), whether
+  the host had its cgroup to itself, and ``/dev/kmsg``'s "Killed process <pid>"
+  lines, which name the victim exactly.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
-import signal
+import struct
 import time
 
-from . import _limits, _reader, _ring
+from . import _limits
 
-CRASH_SIGNALS = frozenset(
-    {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
-     signal.SIGTRAP, signal.SIGSYS}
-)
+PF_EXITING = 0x4  # include/linux/sched.h: the task is in do_exit()
+
+# include/uapi/linux/pidfd.h: _IOWR(PIDFS_IOCTL_MAGIC 0xFF, 11, struct pidfd_info), whose
+# first published size (PIDFD_INFO_SIZE_VER0) is 64 bytes; exit_code is the s32 at 60.
+PIDFD_GET_INFO = (3 << 30) | (64 << 16) | (0xFF << 8) | 11
+PIDFD_INFO_EXIT = 1 << 3
+_PIDFD_INFO = struct.Struct("<QQ11Ii")
 
 
-def read_wait_status(pid: int, root: str = "/") -> int | None:
-    """The zombie's wait status (``exit_code`` field of /proc/<pid>/stat), or None.
+class ProcStat:
+    """The fields of /proc/<pid>/stat that say whether and how a process ends."""
 
-    None when the host was already reaped, or while it has not exited yet (the field
-    is 0 for a live process, so only a zombie's value is trusted).
-    """
+    __slots__ = ("state", "flags", "start_ticks", "vsize", "exit_code")
+
+    def __init__(self, state: str, flags: int, start_ticks: int, vsize: int,
+                 exit_code: int) -> None:
+        self.state, self.flags, self.start_ticks = state, flags, start_ticks
+        self.vsize, self.exit_code = vsize, exit_code
+
+    @property
+    def dying(self) -> bool:
+        """In do_exit() or a zombie: the host is ending, whatever its figures say."""
+        return self.state in ("Z", "X") or bool(self.flags & PF_EXITING)
+
+
+def read_proc_stat(pid: int, root: str = "/") -> ProcStat | None:
+    """None when the process is gone (or /proc is not there)."""
     try:
         with open(os.path.join(root, f"proc/{pid}/stat"), "rb") as f:
             raw = f.read()
+        fields = raw[raw.rindex(b")") + 2 :].split()
+        # Field n overall is index n - 3 after "pid (comm)": state 3, flags 9,
+        # starttime 22, vsize 23, exit_code 52.
+        return ProcStat(fields[0].decode("ascii", "replace"), int(fields[6]), int(fields[19]),
+                        int(fields[20]), int(fields[49]) if len(fields) > 49 else 0)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def stat_exit_status(stat: ProcStat | None, start_ticks: int = 0) -> tuple[int, str] | None:
+    """(wait status, "zombie" or "exiting") when the stat holds the exit status.
+
+    ``start_ticks`` (the host's, from the ring) guards against a new process that
+    got the pid after the host was reaped.
+    """
+    if stat is None or (start_ticks and stat.start_ticks != start_ticks):
+        return None
+    if stat.state in ("Z", "X"):
+        return stat.exit_code, "zombie"
+    if stat.flags & PF_EXITING and stat.vsize == 0:
+        return stat.exit_code, "exiting"  # set before the memory went: final
+    return None
+
+
+_pidfd_info: bool | None = None  # does this kernel answer PIDFD_GET_INFO? (probed once)
+
+
+def pidfd_exit_status(pidfd: int) -> int | None:
+    """The wait status of a reaped host through its pidfd, or None (not reaped yet,
+    or a kernel before 6.15)."""
+    global _pidfd_info
+    if pidfd < 0 or _pidfd_info is False:
+        return None
+    if os.environ.get("WATCHDOG_CORE_NO_PIDFD_INFO") == "1":  # test the path of old kernels
+        _pidfd_info = False
+        return None
+    buf = bytearray(_PIDFD_INFO.size)
+    _PIDFD_INFO.pack_into(buf, 0, PIDFD_INFO_EXIT, 0, *([0] * 11), 0)
+    try:
+        fcntl.ioctl(pidfd, PIDFD_GET_INFO, buf, True)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP):
+            _pidfd_info = False
+        return None
+    _pidfd_info = True
+    fields = _PIDFD_INFO.unpack(buf)
+    return fields[-1] if fields[0] & PIDFD_INFO_EXIT else None
+
+
+def pidfd_info_supported() -> bool | None:
+    """True or False once a pidfd has been asked; None before."""
+    return _pidfd_info
+
+
+def signal_caught(pid: int, signum: int, root: str = "/") -> bool | None:
+    """Whether the process has a handler for ``signum`` (``SigCgt``); None when it
+    cannot be told (no /proc: then no signal may be sent)."""
+    try:
+        with open(os.path.join(root, f"proc/{pid}/status"), "rb") as f:
+            for line in f:
+                if line.startswith(b"SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def maps_segment(pid: int, shm_name: str, root: str = "/") -> bool | None:
+    """Whether the process still maps our segment (it does not after an exec);
+    None when its maps cannot be read."""
+    needle = f"/dev/shm/{shm_name}".encode()
+    try:
+        with open(os.path.join(root, f"proc/{pid}/maps"), "rb") as f:
+            return any(line.rstrip().endswith(needle) for line in f)
     except OSError:
         return None
-    try:
-        fields = raw[raw.rindex(b")") + 2 :].split()
-    except ValueError:
-        return None
-    if not fields or fields[0] not in (b"Z", b"X"):
-        return None
-    # Field 52 overall; after "pid (comm)" the state is field 3, so index 52 - 3 = 49.
-    if len(fields) < 50:
-        return None
-    try:
-        return int(fields[49])
-    except ValueError:
-        return None
+
+
+KMSG_SETTLE = 0.05  # the OOM killer sends SIGKILL first and prints its line just after
+
+
+class KernelLog:
+    """What /dev/kmsg said about OOM kills since the session began."""
+
+    __slots__ = ("readable", "ours", "others", "overrun")
+
+    def __init__(self) -> None:
+        self.readable = False
+        self.ours: str | None = None  # the kernel's line naming the host
+        self.others: list[int] = []  # pids the OOM killer chose instead
+        self.overrun = False  # records were lost before we read them
+
+
+class OomEvidence:
+    """The OOM evidence at the moment of death."""
+
+    __slots__ = ("counters", "alone", "kernel")
+
+    def __init__(self, counters: dict[str, str] | None = None, alone: set[str] | None = None,
+                 kernel: KernelLog | None = None) -> None:
+        self.counters = counters or {}  # source -> evidence line, for counters that rose
+        self.alone = alone or set()  # sources whose cgroup held the host alone
+        self.kernel = kernel or KernelLog()
 
 
 class OomWatch:
@@ -59,9 +168,9 @@ class OomWatch:
 
     The counters' files are found while the host lives (a zombie's /proc/<pid>/cgroup
     is empty), re-resolved every few seconds in case it moves, and read again at its
-    death. /dev/kmsg, where readable, is opened at the start and read from there on:
-    the kernel's "Killed process <pid>" line names the victim exactly. Its pids are
-    those of the initial namespace, so every NSpid of the host is compared.
+    death. /dev/kmsg, where readable (root or CAP_SYSLOG), is opened at the start and
+    read from there on. Its pids are those of the initial namespace, so every NSpid
+    of the host is compared.
     """
 
     def __init__(self, host_pid: int, root: str = "/") -> None:
@@ -69,22 +178,45 @@ class OomWatch:
         self.root = root
         self.paths: dict[str, str] = {}
         self.before: dict[str, int] = {}
+        # Per cgroup source: True while every look found the host (and us) alone in it.
+        # Sticky once False: a worker that was there may be the one the OOM killer took.
+        self.alone: dict[str, bool] = {}
         self.nspids = _nspids(host_pid, root)
         self._resolved_at = -1e9
         self.refresh(force=True)
-        self.kmsg_fd = _open_kmsg_at_end()
+        # WATCHDOG_CORE_NO_KMSG=1 takes the path of a watchdog without root (tests).
+        self.kmsg_fd = -1 if os.environ.get("WATCHDOG_CORE_NO_KMSG") == "1" else (
+            _open_kmsg_at_end())
+        self.kernel = KernelLog()
+        self.kernel.readable = self.kmsg_fd >= 0
 
     def refresh(self, force: bool = False) -> None:
+        """Called every sample: who is in the host's cgroups; every 2 s, which they are."""
         now = time.monotonic()
-        if not force and now - self._resolved_at < 2.0:
-            return
-        self._resolved_at = now
-        for source, path in self._counter_paths().items():
-            if self.paths.get(source) != path:
-                value = _counter(path, "oom_kill")
-                if value is not None:
-                    self.paths[source] = path
-                    self.before[source] = value
+        if force or now - self._resolved_at >= 2.0:
+            self._resolved_at = now
+            for source, path in self._counter_paths().items():
+                if self.paths.get(source) != path:
+                    value = _counter(path, "oom_kill")
+                    if value is not None:
+                        self.paths[source] = path
+                        self.before[source] = value
+                        self.alone.setdefault(source, True)
+        for source, path in self.paths.items():
+            if self.alone.get(source):
+                self.alone[source] = self._holds_host_alone(os.path.dirname(path))
+
+    def _holds_host_alone(self, cgroup_dir: str) -> bool:
+        """True when the cgroup's processes are the host and this watchdog only: then
+        an OOM kill counted there can only have been the host's."""
+        pids = _cgroup_pids(cgroup_dir)
+        return pids is not None and self.host_pid in pids and pids <= {self.host_pid,
+                                                                       os.getpid()}
+
+    def _holds_nobody_else(self, cgroup_dir: str) -> bool:
+        """After the death: nothing but this watchdog is left (or the host's zombie)."""
+        pids = _cgroup_pids(cgroup_dir)
+        return pids is not None and pids <= {self.host_pid, os.getpid()}
 
     def _counter_paths(self) -> dict[str, str]:
         root, pid = self.root, self.host_pid
@@ -102,44 +234,74 @@ class OomWatch:
         out["vmstat"] = os.path.join(root, "proc/vmstat")
         return out
 
-    def risen(self) -> list[str]:
-        """Evidence lines for every counter that rose since it was first read."""
-        out = []
+    def risen(self) -> dict[str, str]:
+        """Source -> evidence line, for every counter that rose since it was first read."""
+        out = {}
         for source, path in sorted(self.paths.items()):
             now = _counter(path, "oom_kill")
             if now is not None and now > self.before[source]:
-                out.append(f"{source}: oom_kill {self.before[source]} -> {now}")
+                out[source] = f"{source}: oom_kill {self.before[source]} -> {now}"
         return out
 
-    def kernel_log(self) -> str | None:
-        """The kernel's line about killing the host, if /dev/kmsg has one."""
-        fd, self.kmsg_fd = self.kmsg_fd, -1
+    def evidence(self) -> OomEvidence:
+        """The OOM evidence now, at the host's death."""
+        counters = self.risen()
+        self.read_kernel_log()
+        if counters and self.kernel.readable and not self.kernel.ours:
+            time.sleep(KMSG_SETTLE)
+            self.read_kernel_log()
+        alone = {source for source, yes in self.alone.items()
+                 if yes and self._holds_nobody_else(os.path.dirname(self.paths[source]))}
+        return OomEvidence(counters, alone, self.kernel)
+
+    def read_kernel_log(self) -> None:
+        """Read what /dev/kmsg has added since the last read into ``self.kernel``."""
+        log, fd = self.kernel, self.kmsg_fd
         if fd < 0:
-            return None
+            return
         try:
             while True:
                 try:
                     record = os.read(fd, 8192)
                 except BlockingIOError:
-                    return None
-                except BrokenPipeError:  # EPIPE: we were overtaken; the next read goes on
+                    return
+                except BrokenPipeError:  # EPIPE: records were overwritten before we read
+                    log.overrun = True
                     continue
                 if not record:
-                    return None
+                    return
                 text = record.decode("utf-8", "replace").split(";", 1)[-1].strip()
-                if "Killed process" in text and any(
-                    f"Killed process {pid} " in text for pid in self.nspids
-                ):
-                    return "kernel: " + text.split(",", 1)[0]
+                victim = _killed_pid(text)
+                if victim is None:
+                    continue
+                if victim in self.nspids:
+                    log.ours = "kernel: " + text.split(",", 1)[0]
+                else:
+                    log.others.append(victim)
         except OSError:
-            return None
-        finally:
-            os.close(fd)
+            log.overrun = True
 
     def close(self) -> None:
         if self.kmsg_fd >= 0:
             os.close(self.kmsg_fd)
             self.kmsg_fd = -1
+
+
+def _cgroup_pids(cgroup_dir: str) -> set[int] | None:
+    try:
+        with open(os.path.join(cgroup_dir, "cgroup.procs"), "rb") as f:
+            return {int(p) for p in f.read(4096).split()}
+    except (OSError, ValueError):
+        return None
+
+
+def _killed_pid(text: str) -> int | None:
+    """The pid of the kernel's "Killed process <pid> (comm) ..." line, or None."""
+    _, found, rest = text.partition("Killed process ")
+    if not found:
+        return None
+    head = rest.split(" ", 1)[0]
+    return int(head) if head.isdigit() else None
 
 
 def _nspids(pid: int, root: str) -> set[int]:
@@ -177,123 +339,3 @@ def _counter(path: str, key: str) -> int | None:
     except (OSError, ValueError):
         return None
     return None
-
-
-class Verdict:
-    """The attribution: clean or not, and ``host.exit`` for the dump."""
-
-    __slots__ = ("clean", "kind", "signal", "exit_code", "exception", "evidence")
-
-    def __init__(self) -> None:
-        self.clean = False
-        self.kind = "unknown"
-        self.signal: str | None = None
-        self.exit_code: int | None = None
-        self.exception: str | None = None
-        self.evidence: list[str] = []
-
-    def as_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "signal": self.signal, "exitCode": self.exit_code,
-                "exception": self.exception, "evidence": self.evidence}
-
-
-_FAULT_NAMES = {
-    "Segmentation fault": signal.SIGSEGV,
-    "Aborted": signal.SIGABRT,
-    "Bus error": signal.SIGBUS,
-    "Floating point exception": signal.SIGFPE,
-    "Illegal instruction": signal.SIGILL,
-}
-
-
-def crash_signal(crash_text: str | None) -> int | None:
-    """The signal named by faulthandler's "Fatal Python error: <what>" line."""
-    for line in (crash_text or "").splitlines():
-        if line.startswith("Fatal Python error: "):
-            return _FAULT_NAMES.get(line[len("Fatal Python error: ") :].strip())
-    return None
-
-
-def judge(*, image: _reader.RingImage, wait_status: int | None, crash_text: str | None,
-          oom_counters: list[str], kernel_log: str | None,
-          last_ratio: float | None) -> Verdict:
-    """Combine the evidence into a verdict."""
-    v = Verdict()
-    ev = v.evidence
-    flags = image.flags
-    if image.stopped:
-        ev.append("ring: stopped")
-        v.clean, v.kind = True, "exited"
-        return v
-    exiting = image.exiting
-    ev.append("ring: exiting (atexit ran)" if exiting else "ring: no exiting marker")
-    if image.exception:
-        v.exception = image.exception
-        ev.append(f"ring: uncaught exception {image.exception}")
-    if image.thread_exception:
-        ev.append(f"ring: a thread died of {image.thread_exception}")
-    if flags & _ring.FLAG_SIGTERM:
-        ev.append("ring: SIGTERM received (catch_sigterm)")
-    if flags & _ring.FLAG_FOREIGN_FAULTHANDLER:
-        ev.append("faulthandler was enabled by the host itself: no crash file of ours")
-    sig: int | None = None
-    if wait_status is None:
-        ev.append("/proc stat: exit status not readable (already reaped)")
-    elif wait_status & 0x7F:
-        sig = wait_status & 0x7F
-        ev.append(f"/proc stat: killed by {_signal_name(sig)}"
-                  + (" (core dumped)" if wait_status & 0x80 else ""))
-    else:
-        v.exit_code = (wait_status >> 8) & 0xFF
-        ev.append(f"/proc stat: exit status {v.exit_code}")
-    fault = crash_signal(crash_text)
-    if fault is not None:
-        ev.append(f"faulthandler: Fatal Python error ({_signal_name(fault)})")
-        if sig is None and v.exit_code is None:
-            sig = fault
-    if sig is None and v.exit_code is None and flags & _ring.FLAG_SIGTERM:
-        sig = signal.SIGTERM
-    ev.extend(oom_counters)
-    if kernel_log:
-        ev.append(kernel_log)
-    # The kernel naming the host settles it; a cgroup counter rising is strong evidence;
-    # the machine-wide vmstat counter alone could be another process's kill.
-    cgroup_oom = any(line.startswith("cgroup") for line in oom_counters)
-    risen = bool(kernel_log) or cgroup_oom or (bool(oom_counters) and (last_ratio or 0) >= 0.9)
-    if last_ratio is not None:
-        ev.append(f"last ratio {last_ratio:.2f}")
-
-    if sig is not None:
-        v.signal = _signal_name(sig)
-        if sig in CRASH_SIGNALS:
-            v.kind = "crashed"
-        elif sig == signal.SIGKILL and risen:
-            v.kind = "oom-killed"
-        else:
-            v.kind = "killed"
-        return v
-    if wait_status is None and risen and not exiting:
-        v.kind = "oom-killed"
-        return v
-    if image.exception:
-        v.kind = "exited"
-        return v
-    if v.exit_code is not None:
-        v.kind = "exited"
-        v.clean = v.exit_code == 0
-        return v
-    if exiting:
-        # atexit ran and no exception: status 0 is the only unseen exit that runs atexit
-        # without an exception (SPEC 4: an unknown code counts as clean).
-        v.kind = "exited"
-        v.clean = True
-        return v
-    v.kind = "unknown"
-    return v
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"SIG{number}"

@@ -1,4 +1,4 @@
-"""The diagnostics file, schema ``watchdog-core/diagnostics/v1`` (SPEC 6).
+"""The diagnostics file, schema ``watchdog-core/diagnostics/v1`` (docs/diagnostics.md).
 
 Attributes are snake_case; the file's keys are camelCase through aliases, and
 the user's own stat names in ``session`` are kept verbatim.
@@ -6,9 +6,19 @@ the user's own stat names in ``session`` are kept verbatim.
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from collections.abc import Mapping
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    WithJsonSchema,
+)
 from pydantic.alias_generators import to_camel
 
 SCHEMA_ID = "watchdog-core/diagnostics/v1"
@@ -16,12 +26,45 @@ SCHEMA_ID = "watchdog-core/diagnostics/v1"
 Trigger = Literal["hard", "critical", "host-died", "unresponsive", "manual", "recovered"]
 LevelName = Literal["normal", "soft", "hard", "critical"]
 ExitKind = Literal["oom-killed", "crashed", "killed", "exited", "unknown"]
-Number = int | float
+Confidence = Literal["certain", "likely", "unknown"]
+V = TypeVar("V")
+
+# JSON has no NaN or infinities: a dump writes a non-finite stat as one of these strings
+# (pydantic's ser_json_inf_nan="strings" convention), and reading it back gives the float.
+NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def json_safe_stats(stats: Mapping[str, V]) -> dict[str, V | str]:
+    """``stats`` as JSON can carry them: a NaN or infinite float becomes ``"NaN"``,
+    ``"Infinity"`` or ``"-Infinity"``, as in a dump's ``session``; the rest is unchanged."""
+    return {name: _json_number(value) for name, value in stats.items()}
+
+
+def _json_number(value: V) -> V | str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def _stat_from_json(value: object) -> object:
+    return NON_FINITE.get(value, value) if isinstance(value, str) else value
+
+
+# A stat as a dump holds it: a number, or one of the NON_FINITE strings. Non-finite stats
+# are stored and shown, never refused: a loss that turned NaN is what a black box is for.
+# Strict otherwise: no other strings, no bools.
+StatValue = Annotated[
+    StrictInt | StrictFloat,
+    BeforeValidator(_stat_from_json),
+    WithJsonSchema({"anyOf": [{"type": "number"}, {"enum": list(NON_FINITE)}]}),
+]
 
 
 class _Model(BaseModel):
+    # A non-finite float in any field is written as a NON_FINITE string: never as null
+    # (which a float field refuses on reading), nor as a bare NaN (which is not JSON).
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True,
-                              extra="forbid")
+                              extra="forbid", ser_json_inf_nan="strings")
 
 
 class MemoryInfo(_Model):
@@ -50,6 +93,10 @@ class HostExit(_Model):
     exit_code: int | None = None
     exception: str | None = Field(None, description="type name of an uncaught exception")
     evidence: list[str] = Field(default_factory=list)
+    confidence: Confidence = Field(
+        "unknown", description="certain: a wait status (the parent's, the zombie's or the "
+        "pidfd's) or the kernel naming the host's pid; likely: circumstantial (a shared "
+        "cgroup's OOM counter, a ratio near the limit, notes the host left); unknown")
 
 
 class HostInfo(_Model):
@@ -115,7 +162,9 @@ class Diagnostics(_Model):
     level: LevelName
     collection_complete: bool
     memory: MemoryInfo
-    session: dict[str, Number] = Field(default_factory=dict)
+    session: dict[str, StatValue] = Field(
+        default_factory=dict, description="the newest ring slot: each stat's last value, "
+        'NaN and the infinities as "NaN", "Infinity", "-Infinity"')
     last_activity: str | None = None
     host: HostInfo
     risks: list[str] = Field(default_factory=list)
@@ -131,11 +180,15 @@ class Diagnostics(_Model):
                                    description="sibling files written after this one")
 
     def to_json(self) -> bytes:
+        """The file's bytes: strict JSON, non-finite floats as NON_FINITE strings."""
         return self.model_dump_json(by_alias=True, indent=2).encode() + b"\n"
 
 
 def load(raw: bytes | str) -> Diagnostics:
-    """Parse and validate a diagnostics file; pydantic.ValidationError if it is not one."""
+    """Parse and validate a diagnostics file; pydantic.ValidationError if it is not one.
+
+    The NON_FINITE strings in ``session`` come back as the floats they stand for.
+    """
     return Diagnostics.model_validate_json(raw)
 
 

@@ -19,6 +19,8 @@ import os
 import signal
 import time
 
+from . import _ring
+from ._attribution import signal_caught
 from ._diagnostics import Responsiveness
 from ._store import DiagnosticsDir
 
@@ -72,6 +74,35 @@ class HangDetector:
     def take_recovery(self) -> Responsiveness | None:
         recovery, self.recovery = self.recovery, None
         return recovery
+
+
+def stack_signal_refusal(flags: int, signum: int, host_pid: int, *,
+                         holds_ring: bool) -> str | None:
+    """Why the stack signal must not be sent now, or None when it may.
+
+    Only while the handler is ours: the ring says the host registered it and has not
+    replaced it since (its heartbeat checks), the host still holds its ring
+    (``holds_ring``: an exec drops the lock) and the kernel says the signal is caught
+    (``SigCgt``). Anything else could kill the host or reach a handler of its own (a
+    gunicorn master's SIGUSR2). A host that installs its own handler less than a
+    heartbeat before a hang is the window this cannot close (docs/design.md).
+    """
+    if flags & _ring.FLAG_STACK_SIGNAL_TAKEN:
+        return "the host handles the stack signal itself"
+    if flags & _ring.FLAG_STACK_SIGNAL_LOST:
+        return "the host installed its own handler for the stack signal"
+    if not (flags & _ring.FLAG_STACK_SIGNAL and signum):
+        return "no stack signal registered (stack_signal=0 or no directory)"
+    if flags & _ring.FLAG_STOPPED:
+        return "the session was stopped"
+    if not holds_ring:
+        return "the host no longer holds its ring (it may have exec'd another program)"
+    caught = signal_caught(host_pid, signum)
+    if caught is None:
+        return "the host's signal handlers cannot be read here"
+    if not caught:
+        return "the host no longer catches the stack signal"
+    return None
 
 
 def collect_stacks(store: DiagnosticsDir, file_name: str, host_pid: int, pidfd: int,

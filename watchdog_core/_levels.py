@@ -1,12 +1,13 @@
-"""Pressure levels, hysteresis, growth rate and risks (SPEC 5).
+"""Pressure levels, hysteresis, growth rate and risks (docs/pressure.md).
 
 Pure logic over numbers: no psutil, no I/O, so every rule here is unit-tested
-with plain values. The thresholds of the risks are documented in docs/risks.md.
+with plain values. The risks and their thresholds are documented in docs/diagnostics.md.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from collections import deque
 
 HYSTERESIS = 0.05
@@ -170,7 +171,9 @@ def assess_risks(
                           f"at the current growth rate the limit is {seconds_to_limit:.0f} s away",
                           seconds_to_limit, FAST_GROWTH_SECONDS))
     history = session.get("estimatedHistoryBytes")
-    if isinstance(history, (int, float)) and rss > 0 and history > history_share * rss:
+    # A NaN or infinite estimate says nothing about the history's size: no risk from it.
+    if (isinstance(history, (int, float)) and math.isfinite(history) and rss > 0
+            and history > history_share * rss):
         risks.append(Risk("large_session_history", "warning",
                           f"the session history is {history / rss:.0%} of resident memory",
                           history / rss, history_share))
@@ -207,11 +210,17 @@ DEFAULT_SUGGESTIONS = {
 
 
 def default_suggestion(level: str, trigger: str, limit_source: str | None,
-                       exit_kind: str | None = None, limit: int | None = None) -> str:
-    """A sentence that fits the trigger and level (SPEC 6)."""
+                       exit_kind: str | None = None, limit: int | None = None,
+                       confidence: str = "certain") -> str:
+    """A sentence that fits the trigger and level (docs/diagnostics.md); it hedges
+    where the verdict is only likely."""
     if trigger in ("host-died", "recovered"):
         size = f" of {limit / 1048576:.0f} MiB" if limit else ""
         where = f" ({limit_source} limit{size})" if limit_source and limit_source != "none" else ""
+        if exit_kind == "oom-killed" and confidence != "certain":
+            return (f"The host was probably killed for running out of memory{where}; the "
+                    "evidence is circumstantial (host.exit.evidence): if it was, raise that "
+                    "limit or cap the session's history and caches.")
         if exit_kind == "oom-killed":
             return (f"The host was killed for running out of memory{where}: raise that limit "
                     "or cap the session's history and caches.")

@@ -1,31 +1,28 @@
-"""Orphans: rings whose host and watchdog are both gone (issue 4).
+"""Orphans: rings whose host and watchdog are both gone (docs/design.md).
 
-A cgroup-wide kill or a machine-wide OOM can take the watchdog with the host;
-their segment then outlives both. Every new watchdog looks for such segments
-once at start (so does ``watchdog-core gc``): the host's pid must be gone, or
-reused (its start time or the boot id differ), and no watchdog may be attached.
-The finder claims the segment with a lock, writes a ``recovered`` postmortem into
-the directory named in the ring, saves the ``.ring`` and removes the segment.
+A cgroup-wide kill or a machine-wide OOM can take the watchdog with the host, and
+a full disk at the moment of death leaves a ring its watchdog could not write;
+the segment then outlives both. Every new watchdog looks for such segments once
+after its first sample, and so does ``watchdog-core gc``.
+
+A segment is an orphan exactly when no one holds its locks (``_shm``): not by
+pid, start time or command line, which mean nothing across pid namespaces that
+share ``/dev/shm``. Taking both locks is also the claim, so one recoverer wins.
+The recoverer reuses what the watchdog had done: its verdict from the header
+(``_death``), and its half-written postmortem, which it completes; otherwise it
+judges from what the host left in the ring and says ``unknown`` where nothing
+tells. The segment and the host's private files go only once the postmortem and
+the ``.ring`` are on disk.
 """
 
 from __future__ import annotations
 
 import os
 
-from . import _attribution, _reader, _ring, _shm
+from . import _death, _reader, _ring, _shm
+from ._attribution import OomEvidence
 from ._report import DumpWriter
 from ._safedir import private_file_name
-from ._sampling import HostProbe
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat, or None when the process does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-        return int(raw[raw.rindex(b")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _boot_id() -> str:
@@ -36,44 +33,9 @@ def _boot_id() -> str:
         return ""
 
 
-def orphan_evidence(image: _reader.RingImage, shm_name: str) -> list[str] | None:
-    """Why this ring is an orphan, or None while its host or watchdog lives."""
-    evidence = []
-    boot = _boot_id()
-    if image.boot_id and boot and image.boot_id != boot:
-        evidence.append("ring from an earlier boot")
-    else:
-        ticks = process_start_ticks(image.host_pid)
-        if ticks is None:
-            evidence.append(f"host pid {image.host_pid} is gone")
-        elif image.host_start_ticks and ticks != image.host_start_ticks:
-            evidence.append(f"host pid {image.host_pid} now belongs to another process")
-        elif _is_zombie(image.host_pid):
-            evidence.append(f"host pid {image.host_pid} is a zombie")
-        else:
-            return None
-        if image.watchdog_pid and _watches(image.watchdog_pid, shm_name):
-            return None  # its watchdog is alive and will write the postmortem itself
-        evidence.append(f"watchdog pid {image.watchdog_pid or '-'} is gone")
-    return evidence
-
-
-def _is_zombie(pid: int) -> bool:
-    return _attribution.read_wait_status(pid) is not None
-
-
-def _watches(pid: int, shm_name: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().split(b"\0")
-    except OSError:
-        return False
-    return b"watchdog_core._watchdog" in argv and shm_name.encode() in argv
-
-
 def recover_orphans(exclude: set[str] | None = None, *, dry_run: bool = False
                     ) -> list[tuple[str, str | None]]:
-    """Recover every orphaned segment on the machine.
+    """Recover every orphaned segment on the machine that belongs to us.
 
     Returns ``(segment, postmortem path or None)`` for each orphan found; with
     ``dry_run`` nothing is written or removed.
@@ -86,50 +48,78 @@ def recover_orphans(exclude: set[str] | None = None, *, dry_run: bool = False
         # where a ring we did not create tells us to.
         if _shm.segment_owner(name) != os.geteuid():
             continue
-        image_bytes = _shm.read_segment(name)
-        if image_bytes is None:
-            continue
-        try:
-            image = _reader.RingImage(image_bytes)
-        except _ring.RingError:
-            continue  # not ours to judge; `watchdog-core gc` reports corrupt segments
-        evidence = orphan_evidence(image, name)
-        if evidence is None:
-            continue
-        if dry_run:
-            out.append((name, None))
-            continue
         claim = _shm.claim_segment(name)
         if claim is None:
-            continue  # another recoverer has it
+            continue  # its host or its watchdog lives (or another recoverer has it)
         try:
-            if not _shm.segment_exists(name):
-                continue
-            out.append((name, recover(name, image, image_bytes, evidence)))
+            if os.fstat(claim).st_nlink == 0:
+                continue  # removed between our open and our lock
+            found = _recover_claimed(name, claim, dry_run)
+        except (OSError, ValueError):
+            continue  # empty, unreadable or not a ring: `ls` reports such segments
         finally:
             os.close(claim)
+        if found is not None:
+            out.append(found)
     return out
 
 
-def recover(name: str, image: _reader.RingImage, image_bytes: bytes,
-            evidence: list[str]) -> str | None:
-    """Write the orphan's postmortem (unless it had ended cleanly) and remove it."""
-    writer = DumpWriter(image, {}, HostProbe(image.host_pid))
-    crash_name = private_file_name("crash", image.session_id, image.host_pid)
-    crash_text = (writer.store.read_private(crash_name)
+def _recover_claimed(name: str, claim: int, dry_run: bool) -> tuple[str, str | None] | None:
+    mapping = _shm.map_descriptor(claim, writable=True)
+    buf = memoryview(mapping)
+    words = buf.cast("Q")
+    image_bytes = bytes(buf)
+    try:
+        image = _reader.RingImage(image_bytes)
+        if not image.features & _ring.FEATURE_LOCKS and image.boot_id == _boot_id():
+            return None  # made before rings had locks: no lock says whether it lives
+        if dry_run:
+            return name, None
+        return name, recover(name, image, image_bytes, words, buf)
+    finally:
+        words.release()
+        buf.release()
+        mapping.close()
+
+
+def recover(name: str, image: _reader.RingImage, image_bytes: bytes, words: memoryview,
+            buf: memoryview) -> str | None:
+    """Write (or finish) the orphan's postmortem, unless it had ended cleanly, and
+    remove it once that is on disk. Returns the postmortem's path, if one was written."""
+    writer = DumpWriter(image, {}, argv=[])  # the host is gone: its pid may be another's
+    store = writer.store
+    crash_name = private_file_name("crash", image.session_id, image.host_pid, image.nonce)
+    stacks_name = private_file_name("stacks", image.session_id, image.host_pid, image.nonce)
+    death = _death.Death(words=words, shm_name=name, host_pid=image.host_pid,
+                         start_ticks=image.host_start_ticks, pidfd=-1,
+                         private_files=(crash_name, stacks_name))
+    crash_text = (store.read_private(crash_name)
                   if image.flags & _ring.FLAG_CRASH_FILE else None)
-    status = image.status
-    verdict = _attribution.judge(
-        image=image, wait_status=None, crash_text=crash_text, oom_counters=[],
-        kernel_log=None, last_ratio=status.ratio if status else None,
-    )
-    path = None
-    if not verdict.clean:
-        verdict.evidence[:0] = [*evidence, f"recovered by watchdog pid {os.getpid()}"]
-        path = writer.write_postmortem(verdict, None, image, image_bytes, [], 0,
-                                       crash_text=crash_text, trigger="recovered",
-                                       status=status)
-    for kind in ("crash", "stacks"):
-        writer.store.remove_private(private_file_name(kind, image.session_id, image.host_pid))
-    _shm.unlink_segment(name)
+    note = (f"recovered by pid {os.getpid()}: neither the host nor its watchdog holds "
+            "the ring any more")
+    verdict = (_death.decode_verdict(image.verdict_word, image)
+               if image.death_state >= _ring.DEATH_JUDGED else None)
+    if verdict is None:
+        status = image.status
+        verdict = _death.judge(image=image, status=None, crash_text=crash_text,
+                               oom=OomEvidence(), last_ratio=status.ratio if status else None)
+        death.record_verdict(verdict)
+    if verdict.clean:
+        death.release(store.remove_private)
+        return None
+    if image.death_state >= _ring.DEATH_PUBLISHED and image.last_dump:
+        # The watchdog's own postmortem is on disk, waiting for its ring: finish it.
+        finished = writer.finish_published(image.last_dump, bytes(buf), note)
+        if finished:
+            death.written()
+            death.release(store.remove_private)
+            return os.path.join(store.path, image.last_dump)
+        if finished is False:
+            return None  # the disk still refuses: keep everything for the next try
+    verdict.evidence[:0] = [note]
+    dump, wall_ns = writer.postmortem(verdict, None, image, [], 0, crash_text=crash_text,
+                                      trigger="recovered", status=image.status)
+    path = death.write(writer, dump, wall_ns, buf)
+    if path is not None or writer.refused:  # a refused directory will not get better
+        death.release(store.remove_private)
     return path

@@ -1,4 +1,4 @@
-"""Building and writing dumps: pressure, manual and postmortem (SPEC 5, 6, 7).
+"""Building and writing dumps: pressure, manual and postmortem (docs/diagnostics.md).
 
 Every dump is written in two phases: first what is cheap, with
 ``collectionComplete: false``, published under its unique name; then the
@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import __version__, _attribution, _levels, _reader
+from . import __version__, _levels, _reader
 from ._diagnostics import (
     Diagnostics,
     HostExit,
@@ -24,38 +24,29 @@ from ._diagnostics import (
     RiskDetail,
     TimelinePoint,
     WatchdogInfo,
+    load,
 )
+from ._grading import Reading
 from ._levels import PressureLevel
-from ._limits import EffectiveLimit
 from ._redact import redact_argv
-from ._sampling import HostProbe, HostSample
-from ._store import DiagnosticsDir, StoreError, dump_timestamp
+from ._safedir import UnsafeDirectoryError
+from ._sampling import HostProbe
+from ._store import DiagnosticsDir, dump_timestamp
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._death import Verdict
 
 MAX_TIMELINE_POINTS = 240
-
-
-class Reading:
-    """One graded sample: what the host used, against which limit, at what level."""
-
-    __slots__ = ("host", "effective", "level", "growth", "seconds_to_limit",
-                 "system_available", "psi", "leak_bytes_per_hour", "fd_limit")
-
-    def __init__(self, *, host: HostSample, effective: EffectiveLimit, level: PressureLevel,
-                 growth: float, seconds_to_limit: float | None, system_available: int | None,
-                 psi: dict[str, float], leak_bytes_per_hour: float | None = None,
-                 fd_limit: int | None = None) -> None:
-        self.host, self.effective, self.level = host, effective, level
-        self.growth, self.seconds_to_limit = growth, seconds_to_limit
-        self.system_available, self.psi = system_available, psi
-        self.leak_bytes_per_hour = leak_bytes_per_hour
-        self.fd_limit = fd_limit
 
 
 class DumpWriter:
     """Turns readings and ring images into diagnostics files in the session's directory."""
 
     def __init__(self, header: _reader.RingImage, suggestions: dict[str, str],
-                 probe: HostProbe) -> None:
+                 probe: HostProbe | None = None, *, argv: list[str] | None = None) -> None:
+        """``probe`` reads the living host (argv, and USS, fds and CPU at dump time);
+        without one (an orphan's recovery) ``argv`` is what the dumps say."""
         self.session_id = header.session_id
         self.host_pid = header.host_pid
         self.slots = header.slot_count
@@ -66,9 +57,13 @@ class DumpWriter:
         self.probe = probe
         self.store = DiagnosticsDir(header.diagnostics_dir, max_files=header.config.max_files,
                                     max_bytes=header.config.max_bytes)
-        self.argv = redact_argv(probe.cmdline())  # now: the host may be gone at the end
+        # Now: the host may be gone at the end.
+        self.argv = redact_argv(probe.cmdline() if probe is not None else argv or [])
         self.python = _python_version()
         self.ring_corrupt: str | None = None  # set by the watcher when the ring decodes badly
+        # The directory itself was refused (a symlink, another user's, open to others):
+        # unlike a full disk, waiting will not help, so a death's evidence is not kept.
+        self.refused = False
         self._reported: set[str] = set()
 
     # -- public ----------------------------------------------------------------------
@@ -98,8 +93,9 @@ class DumpWriter:
                     dump.extras["stacks"] = sibling
                 except OSError as exc:
                     self._report_once("stacks", f"cannot save the stacks {sibling}: {exc}")
-        extra = self.probe.expensive_sample()
-        uss, fds, cpu = extra["uss"], extra["fds"], extra["cpuSeconds"]
+        extra: dict[str, int | float | None] = (
+            self.probe.expensive_sample() if self.probe is not None else {})
+        uss, fds, cpu = extra.get("uss"), extra.get("fds"), extra.get("cpuSeconds")
         dump.memory.uss = int(uss) if uss is not None else None
         dump.host.fds = int(fds) if fds is not None else None
         dump.host.cpu_seconds = cpu
@@ -110,17 +106,20 @@ class DumpWriter:
         self.prune(keep=name)
         return name
 
-    def write_postmortem(self, verdict: _attribution.Verdict, reading: Reading | None,
-                         image: _reader.RingImage, image_bytes: bytes,
-                         timeline: list[tuple[float, int, float]],
-                         last_record_wall_ns: int, crash_text: str | None = None,
-                         trigger: str = "host-died",
-                         status: _reader.Status | None = None) -> str | None:
-        """The host is dead: the last-known state, how it died, and the ring image."""
+    def postmortem(self, verdict: Verdict, reading: Reading | None,
+                   image: _reader.RingImage, timeline: list[tuple[float, int, float]],
+                   last_record_wall_ns: int, *, crash_text: str | None = None,
+                   trigger: str = "host-died", status: _reader.Status | None = None,
+                   ) -> tuple[Diagnostics, int]:
+        """The dead host's postmortem, built but not written: (dump, wall-clock ns).
+
+        ``_death`` drives the writing one step at a time (``publish``, ``save_ring``,
+        ``complete``), noting each in the ring header before the next.
+        """
         wall_ns = time.time_ns()
         host_exit = HostExit(kind=verdict.kind, signal=verdict.signal,
                              exit_code=verdict.exit_code, exception=verdict.exception,
-                             evidence=verdict.evidence)
+                             evidence=verdict.evidence, confidence=verdict.confidence)
         dump = self._build(trigger, reading, image, timeline, wall_ns, last_record_wall_ns,
                            alive=False, exit=host_exit)
         dump.crash_traceback = crash_text or None
@@ -128,20 +127,52 @@ class DumpWriter:
             dump.memory = _memory_from_status(status)
             dump.level = status.level  # type: ignore[assignment]
         dump.suggestion = self._suggestion(dump.level, trigger, dump.memory.limit_source,
-                                           verdict.kind, dump.memory.heap_limit)
-        name = self._publish(dump, wall_ns)
-        if name is None:
-            return None
+                                           verdict.kind, dump.memory.heap_limit,
+                                           verdict.confidence)
+        return dump, wall_ns
+
+    def publish(self, dump: Diagnostics, wall_ns: int) -> str | None:
+        """Phase one: the dump under its unique name; None (said once) if it failed."""
+        return self._publish(dump, wall_ns)
+
+    def save_ring(self, name: str, image_bytes: bytes) -> bool:
+        """The ring image beside the dump ``name``; True once it is on disk."""
         ring_name = name[: -len(".json")] + ".ring"
         try:
             self.store.write_new(ring_name, image_bytes)
-            dump.ring.file = ring_name
+        except FileExistsError:
+            return True  # an earlier attempt at this very postmortem saved it
         except OSError as exc:
             self._report_once("ring", f"cannot save the ring image {ring_name}: {exc}")
-        dump.collection_complete = True
-        self._replace(name, dump)
+            self.store.close()
+            return False
+        return True
+
+    def complete(self, name: str, dump: Diagnostics, ring_saved: bool) -> bool:
+        """Phase two: the complete dump replaces the first; retention runs after."""
+        if ring_saved:
+            dump.ring.file = name[: -len(".json")] + ".ring"
+        dump.collection_complete = ring_saved
+        if not self._replace(name, dump):
+            return False
         self.prune(keep=name)
-        return os.path.join(self.store.path, name)
+        return ring_saved
+
+    def finish_published(self, name: str, image_bytes: bytes, note: str) -> bool | None:
+        """Complete a postmortem whose first phase an earlier watchdog left on disk
+        (the disk filled, or it died): save the ring, add ``note`` to its evidence.
+        True when done, False when the disk still refuses, None when the file is gone
+        or unreadable (then a new postmortem must be written)."""
+        raw = self.store.read_dump(name)
+        if raw is None:
+            return None
+        try:
+            dump = load(raw)
+        except ValueError:  # pydantic's ValidationError is a ValueError
+            return None
+        if dump.host.exit is not None:
+            dump.host.exit.evidence.append(note)
+        return self.complete(name, dump, self.save_ring(name, image_bytes))
 
     def prune(self, keep: str | None = None) -> None:
         """Retention after a dump, under the directory's lock; never ``keep``."""
@@ -219,17 +250,20 @@ class DumpWriter:
                            threshold=r.threshold) for r in risks]
 
     def _suggestion(self, level: str, trigger: str, limit_source: str,
-                    exit_kind: str | None = None, limit: int | None = None) -> str:
+                    exit_kind: str | None = None, limit: int | None = None,
+                    confidence: str = "certain") -> str:
         if trigger in ("hard", "critical", "manual") and level in self.suggestions:
             return self.suggestions[level]
-        return _levels.default_suggestion(level, trigger, limit_source, exit_kind, limit)
+        return _levels.default_suggestion(level, trigger, limit_source, exit_kind, limit,
+                                          confidence)
 
     # -- writing -----------------------------------------------------------------------
 
     def _publish(self, dump: Diagnostics, wall_ns: int) -> str | None:
         try:
             name = self.store.publish(self.session_id, wall_ns, dump.to_json())
-        except (OSError, StoreError) as exc:
+        except OSError as exc:  # StoreError included
+            self.refused = isinstance(exc, UnsafeDirectoryError)
             self._report_once("publish", f"cannot write diagnostics to {self.store.path}: "
                               f"{exc.strerror or exc}; still watching")
             self.store.close()  # open the path afresh next time: it may be remounted or new
@@ -237,11 +271,14 @@ class DumpWriter:
         self._reported.discard("publish")  # a later failure is news again
         return name
 
-    def _replace(self, name: str, dump: Diagnostics) -> None:
+    def _replace(self, name: str, dump: Diagnostics) -> bool:
         try:
             self.store.replace(name, dump.to_json())
         except OSError as exc:
             self._report_once("replace", f"cannot complete {name}: {exc}")
+            self.store.close()
+            return False
+        return True
 
     def _report_once(self, key: str, message: str) -> None:
         # A full disk or read-only directory is said once, then the watchdog keeps watching.

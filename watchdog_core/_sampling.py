@@ -1,4 +1,4 @@
-"""Readings of the host process, cheap enough for every sample (SPEC 4).
+"""Readings of the host process, cheap enough for every sample (docs/design.md).
 
 On Linux one read of /proc/<pid>/status gives RSS, anonymous RSS, VMS, data
 size, swap and threads; that is far cheaper than one psutil call per figure
@@ -21,7 +21,7 @@ class HostSample:
     """One sample of the host; bytes unless named otherwise."""
 
     __slots__ = ("t", "wall_ns", "rss", "rss_anon", "vms", "data", "swap", "threads",
-                 "alive", "children_rss")
+                 "alive", "dying", "children_rss")
 
     def __init__(self) -> None:
         self.t = time.monotonic()
@@ -30,6 +30,9 @@ class HostSample:
         self.threads = 0
         self.children_rss = 0
         self.alive = True
+        # The kernel is tearing the host down: its figures are no reading of the host
+        # (a large address space takes a second to free, with VmRSS already gone).
+        self.dying = False
 
 
 class HostProbe:
@@ -55,7 +58,10 @@ class HostProbe:
             if not fields:
                 s.alive = False
                 return s
-            s.rss = fields.get("VmRSS", 0)
+            if "VmRSS" not in fields or fields.get("State", 0) in _ENDED_STATES:
+                s.dying = True  # its memory is detached, or it is a zombie already
+                return s
+            s.rss = fields["VmRSS"]
             s.rss_anon = fields.get("RssAnon", s.rss)
             s.vms = fields.get("VmSize", 0)
             s.data = fields.get("VmData", 0)
@@ -123,7 +129,9 @@ class HostProbe:
             return []
 
 
-_STATUS_KEYS = frozenset({b"VmRSS", b"RssAnon", b"VmSize", b"VmData", b"VmSwap", b"Threads"})
+_STATUS_KEYS = frozenset({b"VmRSS", b"RssAnon", b"VmSize", b"VmData", b"VmSwap", b"Threads",
+                          b"State"})
+_ENDED_STATES = frozenset({ord("Z"), ord("X")})  # State: as the first letter's code
 
 
 def _status_fields(path: str) -> dict[str, int]:
@@ -136,6 +144,9 @@ def _status_fields(path: str) -> dict[str, int]:
     for line in text.splitlines():
         key, _, rest = line.partition(b":")
         if key not in _STATUS_KEYS:
+            continue
+        if key == b"State":
+            out["State"] = rest.strip()[:1][0] if rest.strip() else 0
             continue
         parts = rest.split()
         if not parts or not parts[0].isdigit():

@@ -1,4 +1,4 @@
-"""The watchdog process: ``python -m watchdog_core._watchdog`` (SPEC 4).
+"""The watchdog process: ``python -m watchdog_core._watchdog`` (docs/design.md).
 
 A fresh interpreter started by the host. It samples the host every
 ``interval`` seconds, grades pressure, writes dumps on escalation and on
@@ -16,23 +16,22 @@ import os
 import select
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 
-from . import _attribution, _levels, _limits, _reader, _ring, _shm
+from . import _attribution, _death, _reader, _ring, _shm
 from ._diagnostics import Responsiveness
-from ._hang import HangDetector, collect_stacks
+from ._grading import Grading, Reading
+from ._hang import HangDetector, collect_stacks, stack_signal_refusal
 from ._levels import PressureLevel
-from ._report import DumpWriter, Reading, say
+from ._report import DumpWriter, say
 from ._safedir import private_file_name
 from ._sampling import HostProbe, HostSample, SystemProbe
-
-TIMELINE_SECONDS = 60.0
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="watchdog_core._watchdog")
     parser.add_argument("--shm", required=True)
+    parser.add_argument("--lock", type=int, default=-1)
     parser.add_argument("--pidfd", type=int, default=-1)
     parser.add_argument("--ctl", type=int, default=-1)
     parser.add_argument("--suggestion", action="append", default=[])
@@ -42,12 +41,19 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
 class Watcher:
     """State of one watched host."""
 
-    def __init__(self, shm_name: str, pidfd: int, ctl: int, suggestions: dict[str, str]) -> None:
+    def __init__(self, shm_name: str, lock_fd: int, pidfd: int, ctl: int,
+                 suggestions: dict[str, str]) -> None:
         self.shm_name = shm_name
-        self.mapping = _shm.open_segment(shm_name, writable=True)
+        # The descriptor holding our lock is the segment our host created: map it, not
+        # whatever the name points at now.
+        self.lock_fd = lock_fd
+        self.mapping = (_shm.map_descriptor(lock_fd, writable=True) if lock_fd >= 0
+                        else _shm.open_segment(shm_name, writable=True))
         self.buf = memoryview(self.mapping)
         self.words = self.buf.cast("Q")
-        header = _reader.RingImage(bytes(self.buf))
+        # The header as it was at attach: the fallback when the host scribbles over it.
+        self.attach_header = bytes(self.buf[: _ring.HEADER_SIZE])
+        header = _reader.RingImage(self.buf)
         self.header = header
         self.host_pid = header.host_pid
         self.config = header.config
@@ -57,68 +63,46 @@ class Watcher:
         self.words[_ring.W_WATCHDOG_PID] = os.getpid()
         self.probe = HostProbe(self.host_pid, exclude_pids={os.getpid()},
                                include_children=self.config.include_children)
-        self.system = SystemProbe(self.host_pid)
-        self.grader = _levels.LevelGrader(self.config.soft, self.config.hard,
-                                          self.config.critical)
-        self.growth = _levels.GrowthEstimator()
-        self.leak = _levels.GrowthEstimator(window=_levels.LEAK_WINDOW, spacing=10.0)
-        self.timeline: deque[tuple[float, int, float]] = deque()
+        self.grading = Grading(self.config, SystemProbe(self.host_pid))
         self.oom = _attribution.OomWatch(self.host_pid)
         self.writer = DumpWriter(header, suggestions, self.probe)
         self.hang = HangDetector(self.config.hang_after, self.config.idle_after)
-        self.crash_file = private_file_name("crash", header.session_id, self.host_pid)
-        self.stacks_file = private_file_name("stacks", header.session_id, self.host_pid)
-        self.last: Reading | None = None
+        nonce = int(self.words[_ring.W_NONCE])
+        self.crash_file = private_file_name("crash", header.session_id, self.host_pid, nonce)
+        self.stacks_file = private_file_name("stacks", header.session_id, self.host_pid, nonce)
+        self.death = _death.Death(words=self.words, shm_name=shm_name, host_pid=self.host_pid,
+                                  start_ticks=header.host_start_ticks, pidfd=pidfd,
+                                  private_files=(self.crash_file, self.stacks_file))
+        # Locks say whether the host lives and still runs our program (an exec drops its
+        # lock); a ring made without them cannot tell, and signals are then not sent.
+        self.locks = bool(header.features & _ring.FEATURE_LOCKS) and lock_fd >= 0
+        self.last: Reading | None = None  # the last good reading: what a postmortem reports
         self.records = 0
         self.last_record_wall_ns = 0
         self.last_activity = time.monotonic()
-        self.samples = 0
         self.checked_level = PressureLevel.NORMAL  # level at the last pressure-dump check
         self.faults: set[str] = set()
 
     # -- sampling ---------------------------------------------------------------------
 
     def sample(self) -> Reading | None:
+        """A graded reading of the host; None when it is gone or being torn down (then
+        ``self.last`` stays the last good one, and the death has begun)."""
         host = self.probe.sample()
+        if host.dying:
+            self.death.dying(_attribution.read_proc_stat(self.host_pid))
+            return None
         if not host.alive:
             return None
-        info = self.system.meminfo()
-        rlimits = self.system.rlimits()
-        effective = _limits.limit_pairs(
-            rss=host.rss, vms=host.vms, data=host.data, configured=self.config.memory_limit,
-            info=info, cgroups=self.system.cgroups(), limits=rlimits,
-        )
-        self.growth.add(host.t, host.rss)
-        self.leak.add(host.t, host.rss)
-        level = self.grader.update(effective.ratio)
-        reading = Reading(host=host, effective=effective, level=level,
-                          growth=self.growth.slope(),
-                          seconds_to_limit=self._seconds_to_limit(effective),
-                          system_available=info.get("MemAvailable"), psi=self.system.psi(),
-                          leak_bytes_per_hour=self._leak_rate(), fd_limit=rlimits.get("nofile"))
-        self.timeline.append((host.t, host.rss, effective.ratio))
-        while self.timeline and self.timeline[0][0] < host.t - TIMELINE_SECONDS:
-            self.timeline.popleft()
-        self.samples += 1
+        reading = self.grading.grade(host)
         self._note_records(host)
-        self._write_status(reading)
+        r = reading
+        _ring.write_status(self.buf, self.words, _ring.encode_status(
+            int(r.level), r.effective.ratio, r.host.rss, r.host.rss_anon, r.effective.limit,
+            r.growth, r.seconds_to_limit, r.effective.source, r.host.wall_ns,
+            self.grading.samples))
         self.last = reading
         return reading
-
-    def _seconds_to_limit(self, effective: _limits.EffectiveLimit) -> float | None:
-        if effective.winner is None:
-            return None
-        # Remaining headroom of the winning pair, crossed at the RSS growth rate.
-        slope = self.growth.slope()  # computed once per sample, cached
-        if slope <= 0:
-            return None
-        return max(0.0, (effective.winner.limit - effective.winner.usage) / slope)
-
-    def _leak_rate(self) -> float | None:
-        """Bytes per hour of sustained growth, once LEAK_WINDOW seconds are covered."""
-        if self.leak.span() < _levels.LEAK_WINDOW * 0.95:
-            return None
-        return self.leak.slope() * 3600
 
     def _note_records(self, host: HostSample) -> None:
         records = _reader.newest_index(self.words, self.header.slot_count) + 1
@@ -129,19 +113,10 @@ class Watcher:
             self.words[_ring.W_LAST_RECORD_NS] = host.wall_ns
             self.words[_ring.W_RECORDS] = records
 
-    def _write_status(self, r: Reading) -> None:
-        raw = _ring.encode_status(
-            int(r.level), r.effective.ratio, r.host.rss, r.host.rss_anon, r.effective.limit,
-            r.growth, r.seconds_to_limit, r.effective.source, r.host.wall_ns, self.samples)
-        seq = self.words[_ring.W_STATUS_SEQ]
-        self.words[_ring.W_STATUS_SEQ] = seq | 1
-        self.buf[_ring.STATUS_AT : _ring.STATUS_AT + len(raw)] = raw
-        self.words[_ring.W_STATUS_SEQ] = (seq | 1) + 1
-
     # -- dumps while the host lives ---------------------------------------------------
 
     def maybe_pressure_dump(self, reading: Reading) -> None:
-        """Dump on a rise to hard or critical, within budget and cooldown (SPEC 5).
+        """Dump on a rise to hard or critical, within budget and cooldown (docs/pressure.md).
 
         The budget's state lives in the ring header, so a restarted watchdog goes on
         counting where the one before stopped.
@@ -176,7 +151,10 @@ class Watcher:
         flags = self.words[_ring.W_FLAGS]
         signum = self.config.stack_signal
         stacks = None
-        if flags & _ring.FLAG_STACK_SIGNAL and signum:
+        refusal = stack_signal_refusal(
+            flags, signum, self.host_pid,
+            holds_ring=self.locks and _shm.held(self.lock_fd, _shm.HOST))
+        if refusal is None:
             def stacks() -> str | None:
                 self.words[_ring.W_STACK_REQUESTS] += 1
                 text = collect_stacks(self.writer.store, self.stacks_file, self.host_pid,
@@ -184,10 +162,8 @@ class Watcher:
                 if text is None:
                     event.stacks_missing = "the host wrote no stacks within 2 s"
                 return text
-        elif flags & _ring.FLAG_STACK_SIGNAL_TAKEN:
-            event.stacks_missing = "the host handles the stack signal itself"
         else:
-            event.stacks_missing = "no stack signal registered (stack_signal=0 or no directory)"
+            event.stacks_missing = refusal
         self.dump("unresponsive", reading, responsiveness=event, stacks=stacks)
 
     def answer_requests(self) -> None:
@@ -208,24 +184,24 @@ class Watcher:
     def dump(self, trigger: str, reading: Reading, reason: str | None = None,
              responsiveness: Responsiveness | None = None,
              stacks: Callable[[], str | None] | None = None) -> str | None:
-        image = self.image(bytes(self.buf))
-        name = self.writer.write_live(trigger, reading, image, self._timeline(reading.host.t),
-                                      self.last_record_wall_ns, reason=reason,
-                                      responsiveness=responsiveness or self.hang.take_recovery(),
-                                      stacks=stacks)
+        with self.image(self.buf) as image:
+            name = self.writer.write_live(
+                trigger, reading, image, self.grading.timeline_before(reading.host.t),
+                self.last_record_wall_ns, reason=reason,
+                responsiveness=responsiveness or self.hang.take_recovery(), stacks=stacks)
         if name is not None:
             self._set_last_dump(name)
             self.words[_ring.W_DUMPS] += 1
         return name
 
-    def image(self, raw: bytes) -> _reader.RingImage:
+    def image(self, raw: memoryview) -> _reader.RingImage:
         """Decode the ring now; if the host has scribbled over its header, fall back to
         the header as it was when we attached, and say the ring was corrupt."""
         try:
             image = _reader.RingImage(raw)
         except _ring.RingError as exc:
             self.writer.ring_corrupt = str(exc)
-            return self.header
+            return _reader.RingImage(raw, header=self.attach_header)
         if image.corrupt_names:
             self.writer.ring_corrupt = "corrupt ring header: stat name count out of range"
         return image
@@ -234,58 +210,83 @@ class Watcher:
         raw = name.encode()[: _ring.DUMP_NAME_SIZE - 1].ljust(_ring.DUMP_NAME_SIZE, b"\0")
         self.buf[_ring.DUMP_NAME_AT : _ring.DUMP_NAME_AT + _ring.DUMP_NAME_SIZE] = raw
 
-    def _timeline(self, now: float) -> list[tuple[float, int, float]]:
-        return [(t - now, rss, ratio) for t, rss, ratio in self.timeline]
-
     # -- the end ------------------------------------------------------------------------
 
     def host_ended(self) -> int:
-        """The host is gone: judge how, write the postmortem if it was unclean."""
-        status = _attribution.read_wait_status(self.host_pid)  # first: the zombie may go soon
-        image_bytes = bytes(self.buf)
-        image = self.image(image_bytes)
-        crash_text = (self.writer.store.read_private(self.crash_file)
+        """The host is gone: judge how, write the postmortem if it was unclean, and let
+        go of the evidence only once it is on disk (docs/design.md)."""
+        death = self.death
+        image = self.image(self.buf)
+        store = self.writer.store
+        crash_text = (store.read_private(self.crash_file)
                       if image.flags & _ring.FLAG_CRASH_FILE else None)
-        verdict = _attribution.judge(
-            image=image, wait_status=status, crash_text=crash_text,
-            oom_counters=self.oom.risen(), kernel_log=self.oom.kernel_log(),
-            last_ratio=self.last.effective.ratio if self.last else None,
-        )
+        verdict = death.judge(image, crash_text, self.oom.evidence(),
+                              self.last.effective.ratio if self.last else None)
         self.oom.close()
-        if not verdict.clean:
-            try:
-                path = self.writer.write_postmortem(
-                    verdict, self.last, image, image_bytes,
-                    self._timeline(time.monotonic()), self.last_record_wall_ns,
-                    crash_text=crash_text)
-            except Exception as exc:  # keep the segment: a later recovery can try again
-                say(f"cannot write the postmortem ({type(exc).__name__}: {exc}); the ring "
-                    f"stays in shared memory as {self.shm_name}")
-                self.close()
-                return 1
-            if path is not None:
-                say(f"postmortem written to {path}")
-        self.remove_private_files()
+        written = verdict.clean or self._write_postmortem(verdict, image, crash_text)
+        image.release()
         self.close()
-        _shm.unlink_segment(self.shm_name)
+        if not written and not self.writer.refused:
+            say(f"the ring stays in shared memory as {self.shm_name} until "
+                "`watchdog-core gc` or the next session writes its postmortem")
+            return 1
+        death.release(store.remove_private)
+        return 0 if written else 1
+
+    def _write_postmortem(self, verdict: _death.Verdict, image: _reader.RingImage,
+                          crash_text: str | None) -> bool:
+        """The postmortem and the ring image; True once both are on disk."""
+        dump, wall_ns = self.writer.postmortem(
+            verdict, self.last, image, self.grading.timeline_before(time.monotonic()),
+            self.last_record_wall_ns, crash_text=crash_text)
+        path = self.death.write(self.writer, dump, wall_ns, self.buf)
+        if path is not None:
+            say(f"postmortem written to {path}")
+        return path is not None
+
+    def _wait_gone(self, timeout: float = 30.0) -> bool:
+        """Without a pidfd: EOF came; wait (bounded) for the host to be gone unless it
+        stopped. While it dies, the stat may give its exit status away."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.words[_ring.W_FLAGS] & _ring.FLAG_STOPPED:
+                return False
+            stat = _attribution.read_proc_stat(self.host_pid)
+            if stat is not None and stat.dying:
+                self.death.dying(stat)
+            if _death.host_is_gone(self.host_pid, self.header.host_start_ticks):
+                return True
+            time.sleep(0.002)
+        return True
+
+    def end_after_exec(self) -> int:
+        """The host exec'd another program: the session is over, as after stop()."""
+        self.close()
+        self.death.release(self.writer.store.remove_private)
         return 0
 
-    def remove_private_files(self) -> None:
-        """The host's crash and stacks files: their content is in the postmortem now."""
-        for name in (self.crash_file, self.stacks_file):
-            self.writer.store.remove_private(name)
+    def host_replaced(self) -> bool:
+        """True when the host process runs another program now: it dropped its lock
+        (close-on-exec) while alive, and no longer maps the ring."""
+        if not self.locks or _shm.held(self.lock_fd, _shm.HOST):
+            return False
+        stat = _attribution.read_proc_stat(self.host_pid)
+        if stat is None or stat.dying:
+            return False  # a death, not an exec: the pidfd will say so
+        return _attribution.maps_segment(self.host_pid, self.shm_name) is False
 
     def _tick(self) -> bool:
         """One sample and its consequences; False when the host turned out to be gone."""
         reading = self.sample()
-        if reading is None:
-            return self.pidfd >= 0  # with a pidfd, poll() reports the death itself
+        if reading is None:  # with a pidfd, poll() reports the death itself
+            return self.pidfd >= 0 or not _death.host_is_gone(
+                self.host_pid, self.header.host_start_ticks)
         self.oom.refresh()
         self.maybe_pressure_dump(reading)
         self.check_responsiveness(reading)
         return True
 
-    def _guarded(self, step: Callable[[], object]) -> object:
+    def _guarded(self, step: Callable[[], object], on_error: object = True) -> object:
         """Run one step; a bug or an odd environment costs that step, not the watchdog.
 
         The watchdog's reason to exist is to outlive the host: an exception in sampling
@@ -299,9 +300,11 @@ class Watcher:
                 self.faults.add(key)
                 say(f"internal error in {step.__name__} ({type(exc).__name__}: {exc}); "
                     "still watching")
-            return True
+            return on_error
 
     def close(self) -> None:
+        """Unmap the ring; our lock goes with our descriptor when we exit."""
+        self.header.release()
         self.words.release()
         self.buf.release()
         self.mapping.close()
@@ -333,7 +336,7 @@ class Watcher:
                         poller.unregister(self.ctl)
                         channel_open = False
                         if self.pidfd < 0:
-                            host_gone = _wait_gone(self.host_pid, self.words)
+                            host_gone = self._wait_gone()
             if host_gone:
                 return self.host_ended()
             if not channel_open and self.words[_ring.W_FLAGS] & _ring.FLAG_STOPPED:
@@ -347,6 +350,8 @@ class Watcher:
                     next_sample = time.monotonic() + self.interval
                 if not self._guarded(self._tick):  # gone between two polls (no pidfd)
                     return self.host_ended()
+                if self._guarded(self.host_replaced, on_error=False):
+                    return self.end_after_exec()
             self._guarded(self.answer_requests)
             if not orphans_checked:  # once, after the first sample: the host comes first
                 orphans_checked = True
@@ -367,22 +372,6 @@ def _read_nonblocking(fd: int) -> bytes:
         return b""
 
 
-def _wait_gone(pid: int, words: memoryview, timeout: float = 30.0) -> bool:
-    """Without a pidfd: EOF came; wait (bounded) for the host to be gone unless stopped."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if words[_ring.W_FLAGS] & _ring.FLAG_STOPPED:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            pass
-        if _attribution.read_wait_status(pid) is not None:
-            return True
-        time.sleep(0.01)
-    return True
 
 
 def _close_inherited(keep: set[int]) -> None:
@@ -415,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     if sys.path and sys.path[0] in ("", os.getcwd()):  # Python 3.10 has no -P
         del sys.path[0]
     args = _parse_args(sys.argv[1:] if argv is None else argv)
-    _close_inherited({args.pidfd, args.ctl})
+    _close_inherited({args.lock, args.pidfd, args.ctl})
     _lower_oom_priority()
     if args.ctl >= 0:
         os.set_blocking(args.ctl, False)
@@ -424,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         level, _, text = item.partition("=")
         suggestions[level] = text
     try:
-        watcher = Watcher(args.shm, args.pidfd, args.ctl, suggestions)
+        watcher = Watcher(args.shm, args.lock, args.pidfd, args.ctl, suggestions)
     except (OSError, ValueError) as exc:
         say(f"cannot attach to ring {args.shm}: {exc}")
         return 2

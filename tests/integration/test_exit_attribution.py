@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from tests.conftest import segment_exists
+from watchdog_core import _ring
 
 
 def _postmortem(host) -> dict:  # type: ignore[no-untyped-def]
@@ -24,7 +25,7 @@ def test_a_real_cgroup_oom_kill(start_host, memory_cgroup) -> None:
     info = host.wait_ready()
     host.send("balloon")
     host.finish()
-    assert host.proc.returncode == -signal.SIGKILL
+    assert host.returncode == -signal.SIGKILL
     triggers = [d["trigger"] for d in host.dumps()]
     assert "critical" in triggers, triggers  # written while the host was still alive
     assert triggers.index("critical") < triggers.index("host-died")
@@ -69,7 +70,7 @@ def test_a_host_with_its_own_faulthandler_is_left_alone(start_host) -> None:
     assert dump["host"]["exit"]["kind"] == "crashed"
     assert dump["crashTraceback"] is None
     assert any("enabled by the host" in e for e in dump["host"]["exit"]["evidence"])
-    assert "Segmentation fault" in host.stderr  # the host's own faulthandler still spoke
+    assert "Fatal Python error: Segmentation fault" in host.stderr  # its own faulthandler spoke
 
 
 def test_sigterm_with_catch_sigterm_is_named_and_still_kills(start_host) -> None:
@@ -188,3 +189,99 @@ def test_a_host_owning_the_stack_signal_keeps_it(start_host) -> None:
     assert "stacks" not in hang["extras"]
     assert hang["responsiveness"]["stacksMissing"] == "the host handles the stack signal itself"
     assert info["watchdog_pid"]
+
+
+NO_KMSG = {"WATCHDOG_CORE_NO_KMSG": "1"}  # a watchdog without root: /dev/kmsg unreadable
+
+
+@pytest.mark.parametrize("kmsg", [True, False], ids=["kmsg", "no-kmsg"])
+def test_a_real_oom_kill_is_certain_with_or_without_kmsg(start_host, memory_cgroup,
+                                                         kmsg: bool) -> None:
+    """kmsg names the pid; without it, the cgroup held the host (and its watchdog)
+    alone, so the kill it counted can only have been the host's."""
+    host = start_host("--interval", "0.05", cgroup=memory_cgroup, env=None if kmsg else NO_KMSG)
+    host.wait_ready()
+    host.send("balloon")
+    assert host.finish() == -signal.SIGKILL
+    exit_ = _postmortem(host)["host"]["exit"]
+    assert (exit_["kind"], exit_["signal"], exit_["confidence"]) == ("oom-killed", "SIGKILL",
+                                                                     "certain"), exit_
+    assert any(e.startswith("kernel: ") for e in exit_["evidence"]) is kmsg
+
+
+@pytest.mark.parametrize(("sig", "kmsg", "expected"), [
+    (signal.SIGTERM, True, ("killed", "SIGTERM", "certain")),
+    (signal.SIGTERM, False, ("killed", "SIGTERM", "certain")),
+    (signal.SIGKILL, True, ("killed", "SIGKILL", "certain")),  # kmsg named the worker
+    (signal.SIGKILL, False, ("oom-killed", "SIGKILL", "likely")),  # cannot tell: says so
+], ids=["sigterm-kmsg", "sigterm-no-kmsg", "sigkill-kmsg", "sigkill-no-kmsg"])
+def test_a_workers_oom_kill_is_not_the_hosts(start_host, memory_cgroup, sig: int, kmsg: bool,
+                                             expected: tuple[str, str, str]) -> None:
+    """The host's worker is OOM-killed in the shared cgroup, then a supervisor ends the
+    host: the counter rose, but the wait status and kmsg say what happened."""
+    host = start_host("--interval", "0.05", cgroup=memory_cgroup, env=None if kmsg else NO_KMSG)
+    host.wait_ready()
+    assert host.ask("worker-oom") == "worker -9"
+    os.kill(host.pid, sig)
+    host.finish()
+    exit_ = _postmortem(host)["host"]["exit"]
+    assert (exit_["kind"], exit_["signal"], exit_["confidence"]) == expected, exit_
+    assert any("oom_kill" in e for e in exit_["evidence"])  # the counter is still evidence
+    if kmsg:
+        assert any("the OOM killer chose pid" in e for e in exit_["evidence"])
+    if expected[2] == "likely":
+        assert _postmortem(host)["suggestion"].startswith("The host was probably killed")
+
+
+def test_a_host_that_execs_is_never_signalled_and_its_session_ends(start_host) -> None:
+    """After an exec the host runs another program: the stack signal would kill it (the
+    new program has no handler). The watchdog sees the host's lock dropped and ends
+    the session, as after stop()."""
+    host = start_host("--hang-after", "1.0", "--label", "launcher")
+    info = host.wait_ready()
+    host.send("exec 3")
+    assert host.finish() == 0, host.stderr
+    assert "the new program survived" in host.stdout
+    assert host.dumps() == []
+    assert not segment_exists(str(info["shm"]))
+    assert not [p for p in host.directory.iterdir() if p.name.startswith(".")
+                and not p.name.endswith(".lock")]
+
+
+@pytest.mark.parametrize(("command", "missing"), [
+    ("own-usr2", "the host installed its own handler for the stack signal"),
+    ("default-usr2", "the host no longer catches the stack signal"),
+])
+def test_a_hang_after_the_host_took_the_stack_signal_back_sends_nothing(
+        start_host, command: str, missing: str) -> None:
+    """The host took SIGUSR2 after start (its own handler, or the default back): the
+    watchdog must not send it when the host hangs; the dump says why there are no
+    stacks, and the host neither dies nor sees a signal it did not ask for."""
+    host = start_host("--hang-after", "1.0", "--interval", "0.05")
+    info = host.wait_ready()
+    assert host.ask(command) in ("installed", "default")
+    if command == "own-usr2":  # the host's heartbeat notices within hang_after / 3
+        _wait_for_flag(str(info["shm"]), _ring.FLAG_STACK_SIGNAL_LOST)
+    assert host.ask("hang 3") == "woke"
+    if command == "own-usr2":  # the host's own handler ran only for its own signal
+        assert host.ask("usr2-self") == "usr2 1"
+    host.send("stop")
+    assert host.finish() == 0, host.stderr
+    (hang,) = [d for d in host.dumps() if d["trigger"] == "unresponsive"]
+    assert "stacks" not in hang["extras"]
+    assert hang["responsiveness"]["stacksMissing"] == missing
+
+
+def _wait_for_flag(shm: str, flag: int) -> None:
+    from watchdog_core import _reader, _shm
+
+    mapping = _shm.open_segment(shm)
+    try:
+        for _ in range(10_000):  # a guard against hanging, not a timing claim
+            with _reader.RingImage(mapping) as image:
+                if image.flags & flag:
+                    return
+            time.sleep(0.001)
+        pytest.fail(f"flag {flag} never set in {shm}")
+    finally:
+        mapping.close()

@@ -207,3 +207,84 @@ def test_a_ring_the_host_scribbled_over_still_gets_a_postmortem(start_host, diag
                            str(diag_dir / dump["ring"]["file"])], capture_output=True, text=True,
                           check=False, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert read.returncode == 2 and read.stderr.count("\n") == 1  # the saved image is corrupt
+
+
+def _fill(mount_point: Path) -> Path:
+    filler = mount_point / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:  # to the last block
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def _gc() -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "watchdog_core", "gc", "--json"],
+                          capture_output=True, text=True, check=False, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def test_a_disk_full_at_death_keeps_the_evidence_until_gc_writes_it(start_host,
+                                                                     small_tmpfs) -> None:
+    """Nothing fits at the moment of death: the segment and the crash file stay, with
+    the watchdog's verdict in the ring header; gc writes the postmortem later."""
+    directory = small_tmpfs / "diag"
+    host = start_host("--slots", "16", "--stats", json.dumps({"turns": 4}), "--label",
+                      "doomed", directory=directory)
+    info = host.wait_ready()
+    filler = _fill(small_tmpfs)
+    os.kill(host.pid, signal.SIGKILL)
+    host.finish()
+    assert "stays in shared memory" in host.stderr
+    from tests.conftest import segment_exists
+
+    assert segment_exists(str(info["shm"]))
+    assert [p.name for p in directory.iterdir() if p.name.startswith(".crash-")]
+    assert not list(directory.glob("memory-*"))
+    filler.unlink()
+    done = _gc()
+    assert done.returncode == 0, done.stderr
+    orphans = {o["segment"]: o["postmortem"] for o in json.loads(done.stdout)["orphans"]}
+    path = Path(orphans[str(info["shm"])])
+    dump = json.loads(path.read_text())
+    assert dump["trigger"] == "recovered" and dump["collectionComplete"] is True
+    exit_ = dump["host"]["exit"]
+    # The watchdog's own verdict, read from the ring: exact, not a guess.
+    assert (exit_["kind"], exit_["signal"], exit_["confidence"]) == ("killed", "SIGKILL",
+                                                                     "certain")
+    assert any("verdict written into the ring" in e for e in exit_["evidence"])
+    assert dump["session"] == {"turns": 4} and dump["lastActivity"] == "doomed"
+    assert (directory / dump["ring"]["file"]).exists()
+    assert not segment_exists(str(info["shm"]))
+    assert not [p for p in directory.iterdir() if p.name.startswith(".crash-")]
+
+
+def test_a_postmortem_whose_ring_did_not_fit_is_completed_later(start_host,
+                                                                small_tmpfs) -> None:
+    """The JSON fits but the 1.3 MiB ring image does not: the first phase stays on disk
+    and the segment with it; once there is room, gc finishes that same file."""
+    directory = small_tmpfs / "diag"
+    host = start_host("--stats", json.dumps({"turns": 5}), directory=directory)
+    info = host.wait_ready()
+    os.kill(host.pid, signal.SIGKILL)
+    host.finish()
+    (first,) = host.dumps()
+    assert first["trigger"] == "host-died" and first["collectionComplete"] is False
+    from tests.conftest import segment_exists
+
+    assert segment_exists(str(info["shm"]))
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_tmpfs)], check=True)
+    done = _gc()
+    assert done.returncode == 0, done.stderr
+    (dump,) = host.dumps()  # the same file, completed: no second postmortem
+    assert dump["timestamp"] == first["timestamp"]
+    assert dump["collectionComplete"] is True and dump["trigger"] == "host-died"
+    assert (directory / dump["ring"]["file"]).exists()
+    assert any(e.startswith("recovered by pid") for e in dump["host"]["exit"]["evidence"])
+    assert (dump["host"]["exit"]["kind"], dump["host"]["exit"]["confidence"]) == ("killed",
+                                                                                  "certain")
+    assert not segment_exists(str(info["shm"]))

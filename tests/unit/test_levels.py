@@ -1,4 +1,4 @@
-"""Levels with hysteresis, growth, risks (SPEC 5)."""
+"""Levels with hysteresis, growth, risks (docs/pressure.md)."""
 
 from __future__ import annotations
 
@@ -126,3 +126,10 @@ def test_a_fast_start_has_a_slope_and_a_long_run_stays_small() -> None:
     for i in range(6, 6000):  # 5 minutes at 50 ms
         g.add(i * 0.05, 0.0)
     assert len(g._points) <= 60 / 0.5 + GrowthEstimator.EARLY_POINTS + 1
+
+
+@pytest.mark.parametrize("estimate", [float("nan"), float("inf")])
+def test_a_non_finite_history_estimate_is_no_risk(estimate: float) -> None:
+    risks = assess_risks(ratio=0.1, level=PressureLevel.NORMAL, hard=0.65, rss=1000,
+                         seconds_to_limit=None, session={"estimatedHistoryBytes": estimate})
+    assert [r.id for r in risks] == []

@@ -1,6 +1,6 @@
 """``watchdog-core ls``: the live sessions on this machine and the recent dumps.
 
-Exit 1 when any session is at hard pressure or above (SPEC 10: the thing asked
+Exit 1 when any session is at hard pressure or above (docs/cli.md: the thing asked
 about reports trouble).
 """
 
@@ -28,9 +28,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def sessions() -> list[dict[str, object]]:
-    """One row per watchdog-core segment on the machine."""
-    from .._recovery import _watches, process_start_ticks
+    """One row per watchdog-core segment on the machine.
 
+    Whether the host and its watchdog live is read from the segment's locks, never
+    from pids: a ring in /dev/shm may belong to another pid namespace, where its
+    pid numbers name other processes (docs/design.md).
+    """
     rows: list[dict[str, object]] = []
     now_ns = time.time_ns()
     for name in _shm.list_segments():
@@ -42,9 +45,8 @@ def sessions() -> list[dict[str, object]]:
         except _ring.RingError as exc:
             rows.append({"segment": name, "error": str(exc)})
             continue
-        ticks = process_start_ticks(image.host_pid)
-        alive = ticks is not None and (not image.host_start_ticks
-                                       or ticks == image.host_start_ticks)
+        held = _shm.holders(name)
+        alive, watchdog_alive = held if held is not None else (False, False)
         status = image.status
         last = image.last_record_unix_ns
         rows.append({
@@ -59,7 +61,7 @@ def sessions() -> list[dict[str, object]]:
             "ratio": round(status.ratio, 4) if status else None,
             "lastRecordAge": round((now_ns - last) / 1e9, 1) if last else None,
             "watchdogPid": image.watchdog_pid or None,
-            "watchdogAlive": bool(image.watchdog_pid) and _watches(image.watchdog_pid, name),
+            "watchdogAlive": watchdog_alive,
             "diagnosticsDir": image.diagnostics_dir,
         })
     return rows

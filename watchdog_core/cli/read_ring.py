@@ -1,4 +1,4 @@
-"""``watchdog-core read-ring TARGET``: decode a live or saved ring (SPEC 10)."""
+"""``watchdog-core read-ring TARGET``: decode a live or saved ring (docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -63,9 +63,13 @@ def _open_live(name: str) -> _reader.RingImage:
         raise UsageError(f"no such segment: {name}") from None
     except OSError as exc:
         raise UsageError(f"cannot open segment {name}: {exc}") from None
-    view = memoryview(mapping)
-    # A copy to decode from, and the live view to re-check each slot's sequence against.
-    return _reader.RingImage(bytes(view), live=view)
+    # The image reads each slot from the mapping under its seqlock when asked; the
+    # mapping closes when the image is released (or dropped).
+    try:
+        return _reader.RingImage(mapping)
+    except _ring.RingError:
+        mapping.close()
+        raise
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
@@ -77,12 +81,25 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     except _ring.RingError as exc:
         raise UsageError(f"{args.target}: {exc}") from None
     if args.json:
-        document = {"source": source, "header": image.header_dict(),
-                    "slots": [s.as_dict() for s in slots], "torn": torn}
-        out.write(json.dumps(document, indent=2, allow_nan=False, default=str) + "\n")
+        out.write(json.dumps(_document(source, image, slots, torn), indent=2,
+                             allow_nan=False, default=str) + "\n")
         return 0
     _print_text(source, image, slots, torn, out)
     return 0
+
+
+def _document(source: str, image: _reader.RingImage, slots: list[_reader.Slot],
+              torn: int) -> dict[str, object]:
+    # A recorded stat may be NaN or infinite, and a damaged ring's header may hold any
+    # float: JSON has neither, so they are written as a dump's session writes them.
+    from .._diagnostics import json_safe_stats  # pydantic: only when JSON is asked for
+
+    header = json_safe_stats(image.header_dict())
+    if isinstance(header["status"], dict):
+        header["status"] = json_safe_stats(header["status"])
+    return {"source": source, "header": header,
+            "slots": [{**s.as_dict(), "values": json_safe_stats(s.values)} for s in slots],
+            "torn": torn}
 
 
 def _print_text(source: str, image: _reader.RingImage, slots: list[_reader.Slot], torn: int,

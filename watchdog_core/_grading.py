@@ -1,0 +1,90 @@
+"""Each sample of the host, graded: the limits it is measured against, its level,
+its growth, and the timeline a dump shows (docs/design.md).
+
+Pure bookkeeping over the probes' figures; the watchdog writes the result into
+the ring's status block and keeps the last good one for the postmortem.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from . import _levels, _limits
+from ._levels import PressureLevel
+from ._limits import EffectiveLimit
+from ._ring import RingConfig
+from ._sampling import HostSample, SystemProbe
+
+TIMELINE_SECONDS = 60.0
+
+
+class Reading:
+    """One graded sample: what the host used, against which limit, at what level."""
+
+    __slots__ = ("host", "effective", "level", "growth", "seconds_to_limit",
+                 "system_available", "psi", "leak_bytes_per_hour", "fd_limit")
+
+    def __init__(self, *, host: HostSample, effective: EffectiveLimit, level: PressureLevel,
+                 growth: float, seconds_to_limit: float | None, system_available: int | None,
+                 psi: dict[str, float], leak_bytes_per_hour: float | None = None,
+                 fd_limit: int | None = None) -> None:
+        self.host, self.effective, self.level = host, effective, level
+        self.growth, self.seconds_to_limit = growth, seconds_to_limit
+        self.system_available, self.psi = system_available, psi
+        self.leak_bytes_per_hour = leak_bytes_per_hour
+        self.fd_limit = fd_limit
+
+
+class Grading:
+    """Grades the samples of one host, in order."""
+
+    def __init__(self, config: RingConfig, system: SystemProbe) -> None:
+        self.config = config
+        self.system = system
+        self.grader = _levels.LevelGrader(config.soft, config.hard, config.critical)
+        self.growth = _levels.GrowthEstimator()
+        self.leak = _levels.GrowthEstimator(window=_levels.LEAK_WINDOW, spacing=10.0)
+        self.timeline: deque[tuple[float, int, float]] = deque()
+        self.samples = 0
+
+    def grade(self, host: HostSample) -> Reading:
+        """A sample of a living host (never one taken while it was torn down)."""
+        system = self.system
+        info = system.meminfo()
+        rlimits = system.rlimits()
+        effective = _limits.limit_pairs(
+            rss=host.rss, vms=host.vms, data=host.data, configured=self.config.memory_limit,
+            info=info, cgroups=system.cgroups(), limits=rlimits,
+        )
+        self.growth.add(host.t, host.rss)
+        self.leak.add(host.t, host.rss)
+        level = self.grader.update(effective.ratio)
+        reading = Reading(host=host, effective=effective, level=level,
+                          growth=self.growth.slope(),
+                          seconds_to_limit=self._seconds_to_limit(effective),
+                          system_available=info.get("MemAvailable"), psi=system.psi(),
+                          leak_bytes_per_hour=self._leak_rate(), fd_limit=rlimits.get("nofile"))
+        self.timeline.append((host.t, host.rss, effective.ratio))
+        while self.timeline and self.timeline[0][0] < host.t - TIMELINE_SECONDS:
+            self.timeline.popleft()
+        self.samples += 1
+        return reading
+
+    def timeline_before(self, now: float) -> list[tuple[float, int, float]]:
+        """The last TIMELINE_SECONDS of (seconds before ``now``, rss, ratio)."""
+        return [(t - now, rss, ratio) for t, rss, ratio in self.timeline]
+
+    def _seconds_to_limit(self, effective: EffectiveLimit) -> float | None:
+        if effective.winner is None:
+            return None
+        # Remaining headroom of the winning pair, crossed at the RSS growth rate.
+        slope = self.growth.slope()  # computed once per sample, cached
+        if slope <= 0:
+            return None
+        return max(0.0, (effective.winner.limit - effective.winner.usage) / slope)
+
+    def _leak_rate(self) -> float | None:
+        """Bytes per hour of sustained growth, once LEAK_WINDOW seconds are covered."""
+        if self.leak.span() < _levels.LEAK_WINDOW * 0.95:
+            return None
+        return self.leak.slope() * 3600
