@@ -1,4 +1,4 @@
-"""The performance budget of SPEC 9, measured side by side in one run.
+"""The performance budget of docs/performance.md, measured side by side in one run.
 
     python benchmarks/run.py            # everything (about a minute)
     python benchmarks/run.py --quick    # fewer rounds, no 4 GiB host
@@ -6,7 +6,7 @@
 The machines are shared and noisy, so every comparison is interleaved: rounds
 alternate between the thing measured and its reference, and the median of the
 per-round ratios is reported. Absolute times are printed for information; only
-ratios (and the budgets SPEC 9 states as absolute sizes) pass or fail.
+ratios (and the budgets docs/performance.md states as absolute sizes) pass or fail.
 """
 
 from __future__ import annotations

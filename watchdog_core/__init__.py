@@ -5,7 +5,7 @@
 >>> wd.record(historyEntries=6401, estimatedHistoryBytes=157_000_000)  # doctest: +SKIP
 
 The front door is lazy: ``import watchdog_core`` loads nothing but this file, so
-it costs almost nothing in the host (SPEC 9). psutil, pydantic and filelock are
+it costs almost nothing in the host (docs/performance.md). psutil, pydantic and filelock are
 imported only by the watchdog process and the command line.
 """
 

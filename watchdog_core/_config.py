@@ -1,7 +1,7 @@
-"""Validated settings of one watchdog session (SPEC 3).
+"""Validated settings of one watchdog session (README, docs/design.md).
 
 Everything here runs once in ``start_watchdog()``, in the host, so it imports
-stdlib modules only and avoids ``dataclasses``/``typing`` (SPEC 9: a cheap import).
+stdlib modules only and avoids ``dataclasses``/``typing`` (docs/performance.md: a cheap import).
 Explicit bad arguments raise ``ValueError`` naming the argument; bad environment
 values warn once and keep the defaults, because the environment is not the
 caller's code.
@@ -9,7 +9,7 @@ caller's code.
 
 from __future__ import annotations
 
-import _signal  # not `signal`: that imports enum, 8 ms in a fresh host (SPEC 9)
+import _signal  # not `signal`: that imports enum, 8 ms in a fresh host (docs/performance.md)
 import os
 import warnings
 
@@ -17,7 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-# `re` and `enum` are not imported here: each costs 8-13 ms in a fresh venv (SPEC 9).
+# `re` and `enum` are not imported here: each costs 8-13 ms in a fresh venv (docs/performance.md).
 _SESSION_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 _SIZE_UNITS = {
     "": 1, "B": 1,
@@ -50,10 +50,11 @@ def validate_session_id(value: object, what: str = "session_id") -> str:
         not isinstance(value, str)
         or not 1 <= len(value) <= 64
         or not _SESSION_ID_CHARS.issuperset(value)
-        or value.startswith(".")
+        or value.startswith((".", "-"))  # a hidden file; an option to every tool
     ):
         raise ValueError(
-            f"{what} must match [A-Za-z0-9._-]{{1,64}} and not start with '.', got {value!r}"
+            f"{what} must match [A-Za-z0-9._-]{{1,64}} and not start with '.' or '-', "
+            f"got {value!r}"
         )
     return value
 

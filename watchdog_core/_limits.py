@@ -1,4 +1,4 @@
-"""The limits a host can die of: cgroup v2/v1, rlimits, RAM, MemAvailable, PSI (SPEC 5).
+"""The limits a host can die of: cgroup v2/v1, rlimits, RAM, MemAvailable, PSI (docs/pressure.md).
 
 Everything is read from files under a ``root`` (``/`` in production, a fixture
 tree in tests), so every rule is tested against real-looking cgroup v1/v2 trees
@@ -306,7 +306,7 @@ def psi_memory(path: str) -> dict[str, float]:
 def limit_pairs(*, rss: int, vms: int, data: int, configured: int | None,
                 info: dict[str, int], cgroups: list[LimitPair],
                 limits: dict[str, int]) -> EffectiveLimit:
-    """Combine every pair of SPEC 5; the highest ratio wins."""
+    """Combine every pair of docs/pressure.md; the highest ratio wins."""
     pairs = []
     if configured:
         pairs.append(LimitPair("configured", rss, configured))

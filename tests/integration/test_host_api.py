@@ -1,4 +1,5 @@
-"""The host API against a real watchdog (SPEC 3): start, level, stop, idempotency, imports."""
+"""The host API against a real watchdog (README, docs/design.md): start, level, stop,
+idempotency, imports."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pressure dumps: one per escalation to hard/critical, within the budget (SPEC 5)."""
+"""Pressure dumps: one per escalation to hard/critical, within the budget (docs/pressure.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""read-ring on saved, live, and hostile inputs (SPEC 10); the CLI never shows a traceback."""
+"""read-ring on saved, live, and hostile inputs (docs/cli.md); the CLI never shows a traceback."""
 
 from __future__ import annotations
 

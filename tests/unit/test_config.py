@@ -1,4 +1,4 @@
-"""start_watchdog() arguments and environment (SPEC 3)."""
+"""start_watchdog() arguments and environment (docs/design.md)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ def test_valid_session_ids(good: str) -> None:
     assert validate_session_id(good) == good
 
 
-@pytest.mark.parametrize("bad", ["", ".hidden", "a/b", "../x", "a\0b", "x" * 65, "é", 5, None,
-                                 "a b"])
+@pytest.mark.parametrize("bad", ["", ".hidden", "-rf", "a/b", "../x", "a\0b", "x" * 65, "é", 5,
+                                 None, "a b"])
 def test_invalid_session_ids(bad: object) -> None:
     with pytest.raises(ValueError, match="session_id"):
         validate_session_id(bad)

@@ -1,4 +1,4 @@
-"""Limit discovery from fixture cgroup v1/v2 trees and /proc files (SPEC 5)."""
+"""Limit discovery from fixture cgroup v1/v2 trees and /proc files (docs/pressure.md)."""
 
 from __future__ import annotations
 

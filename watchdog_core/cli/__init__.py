@@ -1,6 +1,6 @@
 """The ``watchdog-core`` command: one module per subcommand, each ``run(args, out) -> int``.
 
-Exit codes (SPEC 10): 0 ok, 1 the thing asked about reports trouble, 2 bad input
+Exit codes (docs/cli.md): 0 ok, 1 the thing asked about reports trouble, 2 bad input
 with one line on stderr, never a traceback.
 """
 
