@@ -154,13 +154,27 @@ class KernelLog:
 class OomEvidence:
     """The OOM evidence at the moment of death."""
 
-    __slots__ = ("counters", "alone", "kernel")
+    __slots__ = ("counters", "alone", "kernel", "watched", "earlier")
 
     def __init__(self, counters: dict[str, str] | None = None, alone: set[str] | None = None,
-                 kernel: KernelLog | None = None) -> None:
+                 kernel: KernelLog | None = None, watched: set[str] | None = None,
+                 earlier: list[str] | None = None) -> None:
         self.counters = counters or {}  # source -> evidence line, for counters that rose
         self.alone = alone or set()  # sources whose cgroup held the host alone
         self.kernel = kernel or KernelLog()
+        self.watched = watched or set()  # sources whose counter could be read
+        self.earlier = earlier or []  # kills counted while the host lived, as evidence
+
+    @property
+    def cgroup_rose(self) -> set[str]:
+        return {s for s in self.counters if s.startswith("cgroup")}
+
+    def vmstat_counts(self) -> bool:
+        """The machine-wide counter rose, and nothing better can say whose kill it was:
+        the kernel counts every OOM kill in the victim's memory cgroup too, so where
+        the host's cgroup counter was readable and stayed, the kill was another's."""
+        return "vmstat" in self.counters and not any(s.startswith("cgroup")
+                                                     for s in self.watched)
 
 
 class OomWatch:
@@ -181,6 +195,8 @@ class OomWatch:
         # Per cgroup source: True while every look found the host (and us) alone in it.
         # Sticky once False: a worker that was there may be the one the OOM killer took.
         self.alone: dict[str, bool] = {}
+        self.earlier: dict[str, int] = {}  # kills counted while the host lived: others'
+        self._vmstat_at = -1e9
         self.nspids = _nspids(host_pid, root)
         self._resolved_at = -1e9
         self.refresh(force=True)
@@ -191,7 +207,10 @@ class OomWatch:
         self.kernel.readable = self.kmsg_fd >= 0
 
     def refresh(self, force: bool = False) -> None:
-        """Called every sample: who is in the host's cgroups; every 2 s, which they are."""
+        """Called after every good sample, the host alive: who is in its cgroups, and
+        whether a counter rose meanwhile (another process's kill: the baseline moves,
+        so only kills after the last sample can be the host's). Every 2 s: which
+        cgroups, and the machine-wide counter."""
         now = time.monotonic()
         if force or now - self._resolved_at >= 2.0:
             self._resolved_at = now
@@ -201,10 +220,42 @@ class OomWatch:
                     if value is not None:
                         self.paths[source] = path
                         self.before[source] = value
-                        self.alone.setdefault(source, True)
+                        if source != "vmstat":
+                            self.alone.setdefault(source, True)
+        vmstat_due = now - self._vmstat_at >= 2.0  # a large file: not every sample
+        if vmstat_due:
+            self._vmstat_at = now
         for source, path in self.paths.items():
+            if source == "vmstat" and not vmstat_due:
+                continue
+            value = _counter(path, "oom_kill")
+            if value is not None and value > self.before[source] and not self._being_killed():
+                self.earlier[source] = self.earlier.get(source, 0) + value - self.before[source]
+                self.before[source] = value
+                if source != "vmstat":
+                    self.alone[source] = False  # someone else was there to be killed
             if self.alone.get(source):
                 self.alone[source] = self._holds_host_alone(os.path.dirname(path))
+
+    def _being_killed(self) -> bool:
+        """A SIGKILL is pending for the host, or it is already in do_exit(): a counter
+        that rose now may be its own kill (the kernel counts before it kills)."""
+        try:
+            with open(os.path.join(self.root, f"proc/{self.host_pid}/status"), "rb") as f:
+                status = f.read()
+        except OSError:
+            return True
+        if b"VmRSS" not in status:
+            return True
+        for line in status.splitlines():
+            if line.startswith((b"SigPnd:", b"ShdPnd:")):
+                try:
+                    if int(line.split()[1], 16) >> 8 & 1:  # bit of SIGKILL (9)
+                        return True
+                except (IndexError, ValueError):
+                    return True
+        stat = read_proc_stat(self.host_pid, self.root)
+        return stat is None or stat.dying
 
     def _holds_host_alone(self, cgroup_dir: str) -> bool:
         """True when the cgroup's processes are the host and this watchdog only: then
@@ -235,7 +286,7 @@ class OomWatch:
         return out
 
     def risen(self) -> dict[str, str]:
-        """Source -> evidence line, for every counter that rose since it was first read."""
+        """Source -> evidence line, for every counter that rose since the last sample."""
         out = {}
         for source, path in sorted(self.paths.items()):
             now = _counter(path, "oom_kill")
@@ -252,7 +303,9 @@ class OomWatch:
             self.read_kernel_log()
         alone = {source for source, yes in self.alone.items()
                  if yes and self._holds_nobody_else(os.path.dirname(self.paths[source]))}
-        return OomEvidence(counters, alone, self.kernel)
+        earlier = [f"{source}: {n} OOM kill(s) while the host lived, so not its own"
+                   for source, n in sorted(self.earlier.items())]
+        return OomEvidence(counters, alone, self.kernel, set(self.paths), earlier)
 
     def read_kernel_log(self) -> None:
         """Read what /dev/kmsg has added since the last read into ``self.kernel``."""

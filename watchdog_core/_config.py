@@ -29,13 +29,17 @@ _SIZE_UNITS = {
 
 THRESHOLD_RANGE = (0.30, 0.98)
 DEFAULT_STACK_SIGNAL = int(_signal.SIGUSR2)
-# SIGKILL and SIGSTOP cannot be caught; faulthandler owns SIGSEGV, SIGFPE, SIGABRT, SIGBUS
-# and SIGILL; SIGCHLD and SIGINT mean something else to every host.
-_UNCATCHABLE_OR_FATAL = frozenset(
-    int(getattr(_signal, name)) for name in
-    ("SIGKILL", "SIGSTOP", "SIGSEGV", "SIGFPE", "SIGABRT", "SIGBUS", "SIGILL", "SIGCHLD",
-     "SIGINT")
+# The signals a host can lend us for its stacks: the two user signals and the real-time
+# ones (Python's SIGRTMIN already skips those glibc keeps for itself). Every other signal
+# means something to the host or its tools: faulthandler on SIGTERM would turn a
+# `kill` into a stack dump, on SIGHUP or SIGQUIT a terminal's hangup or Ctrl-\.
+_STACK_SIGNALS = frozenset(
+    [int(_signal.SIGUSR1), int(_signal.SIGUSR2)]
+    + (list(range(int(_signal.SIGRTMIN), int(_signal.SIGRTMAX) + 1))
+       if hasattr(_signal, "SIGRTMIN") else [])
 )
+_INF = float("inf")
+_MAX_INT64 = (1 << 63) - 1  # what the ring's config block holds
 MAX_STATS = 32
 LEVEL_NAMES = ("normal", "soft", "hard", "critical")
 
@@ -75,8 +79,8 @@ def parse_size(value: object, what: str = "memory_limit") -> int:
         size = parsed
     else:
         raise ValueError(f"{what} must be a number of bytes or a size string, got {value!r}")
-    if size <= 0:
-        raise ValueError(f"{what} must be positive, got {value!r}")
+    if not 0 < size <= _MAX_INT64:
+        raise ValueError(f"{what} must be positive and below 8 EiB, got {value!r}")
     return size
 
 
@@ -93,8 +97,8 @@ def _parse_size_string(text: str) -> int | None:
 def _positive(value: object, what: str, *, allow_none: bool = False) -> float | None:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < _INF:
+        raise ValueError(f"{what} must be a positive, finite number of seconds, got {value!r}")
     return float(value)
 
 
@@ -239,9 +243,9 @@ class SessionConfig:
             )
         self.max_dumps_per_session = max_dumps_per_session
         if isinstance(dump_cooldown, bool) or not isinstance(dump_cooldown, (int, float)) or (
-            dump_cooldown < 0
+            not 0 <= dump_cooldown < _INF
         ):
-            raise ValueError(f"dump_cooldown must be seconds >= 0, got {dump_cooldown!r}")
+            raise ValueError(f"dump_cooldown must be finite seconds >= 0, got {dump_cooldown!r}")
         self.dump_cooldown = float(dump_cooldown)
         self.suggestion = _check_suggestion(suggestion)
         if on_pressure is not None and not callable(on_pressure):
@@ -259,10 +263,10 @@ class SessionConfig:
         if stack_signal is None:
             stack_signal = DEFAULT_STACK_SIGNAL
         if isinstance(stack_signal, bool) or not isinstance(stack_signal, int) or not (
-            stack_signal == 0 or 1 <= stack_signal < 65
-        ) or stack_signal in _UNCATCHABLE_OR_FATAL:
-            raise ValueError(f"stack_signal must be 0 (none) or a catchable signal number "
-                             f"such as SIGUSR1/SIGUSR2, got {stack_signal!r}")
+            stack_signal == 0 or stack_signal in _STACK_SIGNALS
+        ):
+            raise ValueError(f"stack_signal must be 0 (none), SIGUSR1, SIGUSR2 or a real-time "
+                             f"signal, got {stack_signal!r}")
         self.stack_signal = int(stack_signal)
         if isinstance(large_history_share, bool) or not isinstance(
             large_history_share, (int, float)
@@ -284,12 +288,13 @@ def _retention(env: Mapping[str, str], max_files: object, max_bytes: object) -> 
         raw = env.get("WATCHDOG_CORE_MAX_FILES")
         max_files = DEFAULT_MAX_FILES
         if raw is not None:
-            if raw.strip().isdigit() and int(raw) >= 1:
+            if raw.strip().isdigit() and 1 <= int(raw) <= _MAX_INT64:
                 max_files = int(raw)
             else:
                 warnings.warn(f"watchdog-core: ignoring WATCHDOG_CORE_MAX_FILES={raw!r}: not a "
                               "whole number >= 1", RuntimeWarning, stacklevel=4)
-    elif isinstance(max_files, bool) or not isinstance(max_files, int) or max_files < 1:
+    elif (isinstance(max_files, bool) or not isinstance(max_files, int)
+          or not 1 <= max_files <= _MAX_INT64):
         raise ValueError(f"max_files must be an int >= 1, got {max_files!r}")
     if max_bytes is None:
         raw = env.get("WATCHDOG_CORE_MAX_BYTES")
@@ -309,13 +314,14 @@ def _check_suggestion(value: object) -> dict[str, str]:
     if value is None:
         return {}
     if isinstance(value, str):
-        if not value.strip():
-            raise ValueError("suggestion must be a non-empty sentence")
+        if not value.strip() or "\0" in value:
+            raise ValueError("suggestion must be a non-empty sentence without NUL")
         return dict.fromkeys(LEVEL_NAMES, value)
     if isinstance(value, dict):
         out = {}
         for level, text in value.items():
-            if level not in LEVEL_NAMES or not isinstance(text, str) or not text.strip():
+            if (level not in LEVEL_NAMES or not isinstance(text, str) or not text.strip()
+                    or "\0" in text):
                 raise ValueError(
                     f"suggestion must map levels {LEVEL_NAMES} to non-empty sentences,"
                     f" got {level!r}: {text!r}"

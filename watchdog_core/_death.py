@@ -73,18 +73,20 @@ class ExitStatus:
         return f"{SOURCE_TEXT.get(self.source, self.source)}: {what}"
 
 
-def exit_status(pid: int, pidfd: int, start_ticks: int,
-                earlier: ExitStatus | None = None) -> ExitStatus | None:
+def exit_status(pid: int, pidfd: int, start_ticks: int, earlier: ExitStatus | None = None,
+                *, trust_stat: bool = True) -> ExitStatus | None:
     """Rungs 2 and 3 of the ladder, for a host that has just died.
 
     The zombie's stat first; once it is gone, the pidfd. A parent that has been
     told of the death may take a moment to reap, and the pidfd says nothing before
     the reap, so both are tried again for up to REAP_WAIT seconds. ``earlier`` is a
-    status read while the host was dying, the last resort.
+    status read while the host was dying, the last resort. ``trust_stat`` is False
+    when the main thread ended before the process: the stat then holds its status.
     """
     deadline = time.monotonic() + REAP_WAIT
     while True:
-        found = _attribution.stat_exit_status(_attribution.read_proc_stat(pid), start_ticks)
+        found = _attribution.stat_exit_status(_attribution.read_proc_stat(pid), start_ticks) \
+            if trust_stat else None
         if found is not None and found[1] == "zombie":
             return ExitStatus(*found)
         code = _attribution.pidfd_exit_status(pidfd)
@@ -155,6 +157,7 @@ def judge(*, image: _reader.RingImage, status: ExitStatus | None, crash_text: st
     if fault is not None:
         ev.append(f"faulthandler: Fatal Python error ({_signal_name(fault)})")
     ev.extend(oom.counters.values())
+    ev.extend(oom.earlier)
     kernel = oom.kernel
     if kernel.ours:
         ev.append(kernel.ours)
@@ -183,18 +186,18 @@ def _judge_status(v: Verdict, status: int, image: _reader.RingImage, oom: OomEvi
         v.clean = v.exit_code == 0 and not image.exception
         return
     v.signal = _signal_name(sig)
+    kernel = oom.kernel
     if sig in CRASH_SIGNALS:
         v.kind = "crashed"
     elif sig != signal.SIGKILL:
-        v.kind = "killed"
-    elif oom.kernel.ours or set(oom.counters) & oom.alone - {"vmstat"}:
-        # The kernel named the host, or its cgroup held nothing else to kill.
-        v.kind = "oom-killed"
-    elif oom.kernel.readable and not oom.kernel.overrun:
+        v.kind = "killed"  # a SIGTERM is never an OOM kill, whatever the counters say
+    elif kernel.ours:
+        v.kind = "oom-killed"  # the kernel named the host
+    elif kernel.readable and not kernel.overrun:
         v.kind = "killed"  # the kernel logs every OOM kill, and not this one
-    elif any(source.startswith("cgroup") for source in oom.counters) or (
-        oom.counters and (last_ratio or 0) >= NEAR_LIMIT
-    ):
+    elif oom.cgroup_rose & oom.alone:
+        v.kind = "oom-killed"  # its cgroup held nothing else the kill could have hit
+    elif oom.cgroup_rose or (oom.vmstat_counts() and (last_ratio or 0) >= NEAR_LIMIT):
         # A counter the host shares with other processes: another's kill, maybe.
         v.kind, v.confidence = "oom-killed", "likely"
     else:
@@ -213,9 +216,9 @@ def _judge_without_status(v: Verdict, image: _reader.RingImage, fault: int | Non
         v.kind, v.signal, v.confidence = "killed", "SIGTERM", "likely"
     elif image.exception:
         v.kind, v.confidence = "exited", "likely"
-    elif not image.exiting and oom.counters and not (oom.kernel.readable
-                                                      and not oom.kernel.overrun) and (
-        set(oom.counters) & oom.alone or near_limit
+    elif not image.exiting and not (oom.kernel.readable and not oom.kernel.overrun) and (
+        oom.cgroup_rose & oom.alone
+        or (near_limit and (oom.cgroup_rose or oom.vmstat_counts()))
     ):
         v.kind, v.signal, v.confidence = "oom-killed", "SIGKILL", "likely"
     elif image.exiting:
@@ -294,14 +297,17 @@ class Death:
     """
 
     def __init__(self, *, words: memoryview, shm_name: str, host_pid: int,
-                 start_ticks: int, pidfd: int, private_files: tuple[str, ...]) -> None:
+                 start_ticks: int, pidfd: int, private_files: tuple[str, ...],
+                 segment_fd: int = -1) -> None:
         self.words = words
         self.shm_name = shm_name
+        self.segment_fd = segment_fd  # ours: the name is removed only while it means this
         self.host_pid = host_pid
         self.start_ticks = start_ticks
         self.pidfd = pidfd
         self.private_files = private_files
         self.early_status: ExitStatus | None = None  # read while the host was dying
+        self.leader_gone = False  # its main thread ended first: the stat is that thread's
 
     @property
     def state(self) -> int:
@@ -315,7 +321,7 @@ class Death:
     def dying(self, stat: _attribution.ProcStat | None) -> None:
         """A sample saw the teardown: keep the status if the stat holds it already."""
         self._advance(_ring.DEATH_DYING)
-        if self.early_status is None:
+        if self.early_status is None and not self.leader_gone:
             found = _attribution.stat_exit_status(stat, self.start_ticks)
             if found is not None:
                 self.early_status = ExitStatus(*found)
@@ -324,7 +330,8 @@ class Death:
     def judge(self, image: _reader.RingImage, crash_text: str | None, oom: OomEvidence,
               last_ratio: float | None) -> Verdict:
         self._advance(_ring.DEATH_DEAD)
-        status = exit_status(self.host_pid, self.pidfd, self.start_ticks, self.early_status)
+        status = exit_status(self.host_pid, self.pidfd, self.start_ticks, self.early_status,
+                             trust_stat=not self.leader_gone)
         verdict = judge(image=image, status=status, crash_text=crash_text, oom=oom,
                         last_ratio=last_ratio)
         self.record_verdict(verdict)
@@ -369,7 +376,7 @@ class Death:
         """
         for name in self.private_files:
             remove_private(name)
-        _shm.unlink_segment(self.shm_name)
+        _shm.unlink_segment(self.shm_name, self.segment_fd)
 
 
 def host_is_gone(pid: int, start_ticks: int) -> bool:

@@ -237,7 +237,8 @@ class Watchdog:
         process = self._process
         if process is not None:
             process.close_channel()
-            process.wait(timeout)
+            if not process.wait(timeout):
+                process.reap_later()  # it is finishing: no zombie once it has
         if hooks is not None:
             # Only once the watchdog has gone: one still running could send the stack
             # signal after the handler came down, and the host would die of it.
@@ -245,7 +246,7 @@ class Watchdog:
         if self.shm_name is not None:
             from ._shm import unlink_segment
 
-            unlink_segment(self.shm_name)  # before detach(): while we still hold it
+            unlink_segment(self.shm_name, w.lock_fd)  # before detach(): while we hold it
         w.detach()
 
     def __enter__(self) -> Watchdog:
@@ -405,22 +406,24 @@ def start_watchdog(
     writer = _ring.RingWriter(mapping, config.ring_slots)
     writer.lock_fd = lock_fd
     ticks, boot_id = _host_identity()
-    writer.init_header(
-        session_id=config.session_id, host_pid=host_pid, host_start_ticks=ticks,
-        created_unix_ns=time.time_ns(), created_mono_ns=time.monotonic_ns(),
-        interval=config.interval, boot_id=boot_id, diagnostics_dir=config.diagnostics_dir,
-        config=_ring.RingConfig(config.soft, config.hard, config.critical, config.memory_limit,
-                                config.dump_cooldown, config.max_dumps_per_session,
-                                config.hang_after, config.idle_after, config.include_children,
-                                config.large_history_share, config.stack_signal,
-                                config.max_files, config.max_bytes),
-        features=_ring.FEATURE_LOCKS if _shm.LOCKS else 0,
-    )
     try:
+        writer.init_header(
+            session_id=config.session_id, host_pid=host_pid, host_start_ticks=ticks,
+            created_unix_ns=time.time_ns(), created_mono_ns=time.monotonic_ns(),
+            interval=config.interval, boot_id=boot_id,
+            diagnostics_dir=config.diagnostics_dir,
+            config=_ring.RingConfig(config.soft, config.hard, config.critical,
+                                    config.memory_limit, config.dump_cooldown,
+                                    config.max_dumps_per_session, config.hang_after,
+                                    config.idle_after, config.include_children,
+                                    config.large_history_share, config.stack_signal,
+                                    config.max_files, config.max_bytes),
+            features=_ring.FEATURE_LOCKS if _shm.LOCKS else 0,
+        )
         process = _spawn.spawn_watchdog(shm_name, config.suggestion)
-    except OSError as exc:
+    except Exception as exc:  # never a segment (or its lock) left behind by a failed start
+        _shm.unlink_segment(shm_name, writer.lock_fd)
         writer.detach()
-        _shm.unlink_segment(shm_name)
         return _disabled(config, f"cannot start the watchdog process: {exc}")
     handle = Watchdog(config, writer, shm_name, process)
     from ._lifecycle import HostHooks

@@ -346,7 +346,7 @@ class HostHooks:
             if not process.alive() and self.handle.shm_name is not None:
                 from ._shm import unlink_segment  # nobody left to clean up after us
 
-                unlink_segment(self.handle.shm_name)
+                unlink_segment(self.handle.shm_name, self.w.lock_fd)
             process.close_channel()
 
     def quiesce(self, timeout: float) -> None:

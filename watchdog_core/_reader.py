@@ -336,6 +336,9 @@ def _values_struct(count: int, mask: int) -> struct.Struct:
     return found
 
 
+MAX_SLOTS = 1 << 20  # the most a ring may have (ring_slots is checked against it too)
+
+
 def _validate_header(head: bytes, size: int) -> int:
     """Check the header copy ``head`` of a ring of ``size`` bytes; returns the slot count."""
     if len(head) < HEADER_SIZE:
@@ -353,7 +356,7 @@ def _validate_header(head: bytes, size: int) -> int:
         HEADER_SIZE, SLOT_SIZE, MAX_STATS, NAME_SIZE, LABEL_SIZE
     ):
         raise RingError("corrupt ring header: geometry does not match version 1")
-    if not 1 <= slots <= 1 << 20:
+    if not 1 <= slots <= MAX_SLOTS:
         raise RingError(f"corrupt ring header: {slots} slots")
     if size < ring_size(slots):
         raise RingError(f"truncated ring: {size} bytes for {slots} slots "

@@ -33,14 +33,20 @@ def _boot_id() -> str:
         return ""
 
 
+Recovered = tuple[str, str | None, str]  # (segment, postmortem path or None, outcome)
+# Outcomes: "written" (a postmortem is on disk, the segment gone), "clean" (it had ended
+# cleanly: removed, nothing to write), "kept" (the disk refused: the segment stays for
+# the next try), "dropped" (its directory is refused for what it is: removed unwritten),
+# "found" (a dry run).
+
+
 def recover_orphans(exclude: set[str] | None = None, *, dry_run: bool = False
-                    ) -> list[tuple[str, str | None]]:
+                    ) -> list[Recovered]:
     """Recover every orphaned segment on the machine that belongs to us.
 
-    Returns ``(segment, postmortem path or None)`` for each orphan found; with
-    ``dry_run`` nothing is written or removed.
+    With ``dry_run`` nothing is written or removed.
     """
-    out: list[tuple[str, str | None]] = []
+    out: list[Recovered] = []
     for name in _shm.list_segments():
         if exclude and name in exclude:
             continue
@@ -64,7 +70,7 @@ def recover_orphans(exclude: set[str] | None = None, *, dry_run: bool = False
     return out
 
 
-def _recover_claimed(name: str, claim: int, dry_run: bool) -> tuple[str, str | None] | None:
+def _recover_claimed(name: str, claim: int, dry_run: bool) -> Recovered | None:
     mapping = _shm.map_descriptor(claim, writable=True)
     buf = memoryview(mapping)
     words = buf.cast("Q")
@@ -74,8 +80,8 @@ def _recover_claimed(name: str, claim: int, dry_run: bool) -> tuple[str, str | N
         if not image.features & _ring.FEATURE_LOCKS and image.boot_id == _boot_id():
             return None  # made before rings had locks: no lock says whether it lives
         if dry_run:
-            return name, None
-        return name, recover(name, image, image_bytes, words, buf)
+            return name, None, "found"
+        return (name, *recover(name, image, image_bytes, words, buf, claim))
     finally:
         words.release()
         buf.release()
@@ -83,16 +89,16 @@ def _recover_claimed(name: str, claim: int, dry_run: bool) -> tuple[str, str | N
 
 
 def recover(name: str, image: _reader.RingImage, image_bytes: bytes, words: memoryview,
-            buf: memoryview) -> str | None:
+            buf: memoryview, claim: int) -> tuple[str | None, str]:
     """Write (or finish) the orphan's postmortem, unless it had ended cleanly, and
-    remove it once that is on disk. Returns the postmortem's path, if one was written."""
+    remove it once that is on disk. Returns (the postmortem's path, the outcome)."""
     writer = DumpWriter(image, {}, argv=[])  # the host is gone: its pid may be another's
     store = writer.store
     crash_name = private_file_name("crash", image.session_id, image.host_pid, image.nonce)
     stacks_name = private_file_name("stacks", image.session_id, image.host_pid, image.nonce)
     death = _death.Death(words=words, shm_name=name, host_pid=image.host_pid,
                          start_ticks=image.host_start_ticks, pidfd=-1,
-                         private_files=(crash_name, stacks_name))
+                         private_files=(crash_name, stacks_name), segment_fd=claim)
     crash_text = (store.read_private(crash_name)
                   if image.flags & _ring.FLAG_CRASH_FILE else None)
     note = (f"recovered by pid {os.getpid()}: neither the host nor its watchdog holds "
@@ -106,20 +112,20 @@ def recover(name: str, image: _reader.RingImage, image_bytes: bytes, words: memo
         death.record_verdict(verdict)
     if verdict.clean:
         death.release(store.remove_private)
-        return None
+        return None, "clean"
     if image.death_state >= _ring.DEATH_PUBLISHED and image.last_dump:
         # The watchdog's own postmortem is on disk, waiting for its ring: finish it.
         finished = writer.finish_published(image.last_dump, bytes(buf), note)
         if finished:
             death.written()
             death.release(store.remove_private)
-            return os.path.join(store.path, image.last_dump)
+            return os.path.join(store.path, image.last_dump), "written"
         if finished is False:
-            return None  # the disk still refuses: keep everything for the next try
+            return None, "kept"  # the disk still refuses: keep everything for the next try
     verdict.evidence[:0] = [note]
     dump, wall_ns = writer.postmortem(verdict, None, image, [], 0, crash_text=crash_text,
                                       trigger="recovered", status=image.status)
     path = death.write(writer, dump, wall_ns, buf)
     if path is not None or writer.refused:  # a refused directory will not get better
         death.release(store.remove_private)
-    return path
+    return path, "written" if path else ("dropped" if writer.refused else "kept")

@@ -76,6 +76,8 @@ def _names_user(option: str) -> bool:
 _OPTION = re.compile(r"(--?[A-Za-z][\w.-]*)=(.*)", re.DOTALL)      # --name=value, -Dname=value
 _INLINE_USER = re.compile(r"(-[uU])([^:=]*:.*)", re.DOTALL)        # -uuser:password
 _ASSIGNMENT = re.compile(r"([A-Za-z_][\w.-]*)=(.*)", re.DOTALL)    # NAME=value
+# An npmrc-style key: //registry.npmjs.org/:_authToken=X (the name is its last identifier).
+_SCOPED_ASSIGNMENT = re.compile(r"([^=\s?&#]*[:/])([A-Za-z_][\w.-]*)=(.*)", re.DOTALL)
 _HEADER = re.compile(r"([A-Za-z][\w.-]*)(\s*:\s*)(.+)", re.DOTALL)  # Name: value
 # "key": "value" in JSON or a Python dict; the value may be a string, a flat list or a scalar,
 # and the text need not be valid JSON (a truncated string runs to the end).
@@ -93,7 +95,8 @@ _TOKEN_SHAPES = re.compile(
     r"\b(?:sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|"
     r"glpat-[A-Za-z0-9_-]{20,}|hf_[A-Za-z0-9]{30,}|npm_[A-Za-z0-9]{36}|pypi-[A-Za-z0-9_-]{50,}|"
     r"[rs]k_(?:live|test)_[A-Za-z0-9]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}|A(?:KIA|SIA)[0-9A-Z]{16}|"
-    r"AIza[0-9A-Za-z_-]{30,}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+)"
+    r"AIza[0-9A-Za-z_-]{30,}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+|"
+    r"T[A-Z0-9]{8,}/B[A-Z0-9]{8,}/[A-Za-z0-9]{20,})"  # the path of a Slack webhook URL
 )
 _BEARER = re.compile(r"\b(bearer|basic)\s+\S+", re.IGNORECASE)
 
@@ -111,6 +114,8 @@ def redact_arg(arg: str) -> str:
         return m.group(1) + _without_password(m.group(2))
     if (m := _ASSIGNMENT.fullmatch(arg)) and _names_secret(m.group(1)):
         return f"{m.group(1)}={REDACTED}"  # the whole rest: a value may hold spaces
+    if (m := _SCOPED_ASSIGNMENT.fullmatch(arg)) and _names_secret(m.group(2)):
+        return f"{m.group(1)}{m.group(2)}={REDACTED}"
     if (m := _HEADER.fullmatch(arg)) and _names_secret(m.group(1)):
         return f"{m.group(1)}{m.group(2)}{REDACTED}"
     return _redact_text(arg)
@@ -301,6 +306,8 @@ _PASSWORD_FLAGS: dict[str, tuple[str, str, bool]] = {
     **dict.fromkeys(("mysql", "mariadb", "mysqldump", "mysqladmin", "mariadb-dump"),
                     ("-p", "", False)),
     "sshpass": ("-p", "", True),
+    "twine": ("-p", "", True),  # twine upload -u USER -p PASSWORD
+    "az": ("-p", "login", True),
     "redis-cli": ("-a", "", True),
     "curl": ("-b", "", True),  # --cookie
 }
@@ -334,6 +341,19 @@ def redact_argv(argv: list[str]) -> list[str]:
             redacted, next_arg = _redact_in_context(arg, previous, named)
             out.append(redacted)
         named.add(_program_name(arg))
+    return _htpasswd_batch(argv, out)
+
+
+def _htpasswd_batch(argv: list[str], out: list[str]) -> list[str]:
+    """``htpasswd -b[c] FILE USER PASSWORD``: the password is the third operand."""
+    if not argv or _program_name(argv[0]) != "htpasswd":
+        return out
+    flags = [a for a in argv[1:] if a.startswith("-")]
+    if not any("b" in f[1:] for f in flags):
+        return out
+    operands = [i for i, a in enumerate(argv) if i and not a.startswith("-")]
+    if len(operands) >= 3:
+        out[operands[2]] = REDACTED
     return out
 
 
@@ -355,4 +375,6 @@ def _redact_in_context(arg: str, previous: str | None,
     if (previous is not None and not _FLAG.fullmatch(previous)  # a positional, not a value
             and _SECRET_IDENTIFIER.fullmatch(arg) and _names_secret(arg)):
         return arg, _hide  # aws configure set aws_secret_access_key VALUE
+    if previous == "login" and "vault" in named and not arg.startswith("-"):
+        return REDACTED, None  # vault login TOKEN
     return redact_arg(arg), None

@@ -392,13 +392,13 @@ class RingWriter:
             except (BufferError, ValueError):
                 pass
         # The segment's lock lives exactly as long as the attachment (see __init__). In
-        # a forked child this closes only the child's copy: the parent's lock stays.
+        # a forked child _shm's at-fork hook has closed the child's copy already (the
+        # parent's lock stays), and release() leaves a number it no longer knows alone.
         fd, self.lock_fd = self.lock_fd, -1
         if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            from ._shm import release
+
+            release(fd)
 
     @property
     def attached(self) -> bool:

@@ -21,7 +21,7 @@ class HostSample:
     """One sample of the host; bytes unless named otherwise."""
 
     __slots__ = ("t", "wall_ns", "rss", "rss_anon", "vms", "data", "swap", "threads",
-                 "alive", "dying", "children_rss")
+                 "alive", "dying", "leader_gone", "children_rss")
 
     def __init__(self) -> None:
         self.t = time.monotonic()
@@ -33,6 +33,9 @@ class HostSample:
         # The kernel is tearing the host down: its figures are no reading of the host
         # (a large address space takes a second to free, with VmRSS already gone).
         self.dying = False
+        # The main thread exited (pthread_exit) while others run on: the process lives,
+        # but the main thread's exit status in /proc is not the process's.
+        self.leader_gone = False
 
 
 class HostProbe:
@@ -59,8 +62,13 @@ class HostProbe:
                 s.alive = False
                 return s
             if "VmRSS" not in fields or fields.get("State", 0) in _ENDED_STATES:
-                s.dying = True  # its memory is detached, or it is a zombie already
-                return s
+                # The main thread is gone: the whole process is being torn down, unless
+                # only that thread ended (pthread_exit) and others run on.
+                other = self._live_thread_fields()
+                if other is None:
+                    s.dying = True  # its memory is detached, or it is a zombie already
+                    return s
+                fields, s.leader_gone = other, True
             s.rss = fields["VmRSS"]
             s.rss_anon = fields.get("RssAnon", s.rss)
             s.vms = fields.get("VmSize", 0)
@@ -82,6 +90,21 @@ class HostProbe:
             s.rss += s.children_rss
             s.rss_anon += s.children_rss
         return s
+
+    def _live_thread_fields(self) -> dict[str, int] | None:
+        """The status of another thread that still has the process's memory, or None."""
+        task_dir = os.path.join(self.root, f"proc/{self.pid}/task")
+        try:
+            tids = os.listdir(task_dir)
+        except OSError:
+            return None
+        for tid in tids:
+            if tid == str(self.pid):
+                continue
+            fields = _status_fields(os.path.join(task_dir, tid, "status"))
+            if "VmRSS" in fields and fields.get("State", 0) not in _ENDED_STATES:
+                return fields
+        return None
 
     def _children_rss(self) -> int:
         if self._process is None:
@@ -146,7 +169,7 @@ def _status_fields(path: str) -> dict[str, int]:
         if key not in _STATUS_KEYS:
             continue
         if key == b"State":
-            out["State"] = rest.strip()[:1][0] if rest.strip() else 0
+            out["State"] = rest.lstrip()[0] if rest.strip() else 0  # the letter's code
             continue
         parts = rest.split()
         if not parts or not parts[0].isdigit():

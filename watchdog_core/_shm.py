@@ -47,6 +47,61 @@ class SegmentError(OSError):
     """A segment could not be created or opened."""
 
 
+# The lock descriptors this process holds. A child forked from it (by any thread, at
+# any moment, even while start_watchdog() runs) must not keep them: it would hold the
+# host's lock after the host died or exec'd. One module-level hook closes them all.
+_held: set[int] = set()
+# Segments being opened for a lock right now: shm_open() lets go of the GIL, so another
+# thread may fork after the descriptor exists and before its number is in _held.
+_opening: set[str] = set()
+
+
+def _open_for_lock(name: str, flags: int) -> int:
+    _opening.add(name)
+    try:
+        fd: int = _posixshmem.shm_open("/" + name, flags, 0o600)
+        _held.add(fd)
+        return fd
+    finally:
+        _opening.discard(name)
+
+
+def release(fd: int) -> None:
+    """Close a lock descriptor of ours, dropping its lock (once; unknown fds are left)."""
+    if fd in _held:
+        _held.discard(fd)
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _drop_in_child() -> None:
+    for fd in _held:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _held.clear()
+    if _opening:  # the fork raced an open: find its descriptor by what it points at
+        targets = {os.path.join(_SHM_DIR, name) for name in _opening}
+        try:
+            fds = os.listdir("/proc/self/fd")
+        except OSError:
+            fds = []
+        for entry in fds:
+            try:
+                if os.readlink(f"/proc/self/fd/{entry}") in targets:
+                    os.close(int(entry))
+            except (OSError, ValueError):
+                continue
+        _opening.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_in_child)
+
+
 def segment_name(session_id: str, host_pid: int, n: int = 0) -> str:
     """``watchdog_core-{session}-{pid}``; ``.{n}`` is added when hosts in other pid
     namespaces sharing this ``/dev/shm`` already use the plain name."""
@@ -82,7 +137,7 @@ def create_segment(session_id: str, host_pid: int, size: int) -> tuple[str, mmap
     for n in range(MAX_SAME_NAME):
         name = segment_name(session_id, host_pid, n)
         try:
-            fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+            fd = _open_for_lock(name, os.O_CREAT | os.O_EXCL | os.O_RDWR)
         except FileExistsError:
             continue  # another pid namespace's host with our pid and session id
         try:
@@ -94,21 +149,33 @@ def create_segment(session_id: str, host_pid: int, size: int) -> tuple[str, mmap
                 os.posix_fallocate(fd, 0, size)
             else:  # macOS: no fallocate; ftruncate is what SharedMemory does too
                 os.ftruncate(fd, size)
-            return name, mmap.mmap(fd, size), fd
+            return name, _map_apart(name, size), fd
         except BaseException:
-            unlink_segment(name)
-            os.close(fd)
+            unlink_segment(name, fd)
+            release(fd)
             raise
     raise SegmentError(f"{MAX_SAME_NAME} segments named after session {session_id!r} and "
                        f"pid {host_pid} exist already")
 
 
+def _map_apart(name: str, size: int) -> mmap.mmap:
+    """Map the segment through a descriptor of its own. An mmap object keeps a dup of
+    the descriptor it was made from; made from the lock's, it would keep the lock's
+    open file description alive in every forked child that inherits the mapping, and
+    the host's lock would outlive the host."""
+    fd = _posixshmem.shm_open("/" + name, os.O_RDWR, 0o600)
+    try:
+        return mmap.mmap(fd, size)
+    finally:
+        os.close(fd)
+
+
 def lock_for_watchdog(name: str) -> int:
     """A new descriptor of the segment holding the watchdog's lock, for the watchdog
     to inherit. The host makes it before spawning, so the lock is never missing."""
-    fd: int = _posixshmem.shm_open("/" + name, os.O_RDWR, 0o600)
+    fd = _open_for_lock(name, os.O_RDWR)
     if not _lock(fd, WATCHDOG, wait=0.5):
-        os.close(fd)
+        release(fd)
         raise SegmentError(f"segment {name} has a watchdog already")
     return fd
 
@@ -148,8 +215,20 @@ def read_segment(name: str) -> bytes | None:
         mapping.close()
 
 
-def unlink_segment(name: str) -> bool:
-    """Remove a segment; False if it was already gone."""
+def unlink_segment(name: str, fd: int = -1) -> bool:
+    """Remove a segment; False if it was already gone.
+
+    With ``fd`` (a descriptor of the segment its caller holds), only while the name
+    still means that segment: once a segment is removed, a host in another pid
+    namespace may create one of the same name, and a late remover must not take it.
+    """
+    if fd >= 0 and os.path.isdir(_SHM_DIR):
+        try:
+            ours, now = os.fstat(fd), os.stat(os.path.join(_SHM_DIR, name))
+        except OSError:
+            return False
+        if (ours.st_dev, ours.st_ino) != (now.st_dev, now.st_ino):
+            return False
     try:
         _posixshmem.shm_unlink("/" + name)
     except FileNotFoundError:

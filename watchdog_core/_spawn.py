@@ -83,6 +83,21 @@ class WatchdogProcess:
             delay = min(delay * 2, 0.05)
         return True
 
+    def reap_later(self) -> None:
+        """Reap the watchdog whenever it exits, from a thread of its own: after stop()
+        nothing else would, and it would stay a zombie for the host's life."""
+        import _thread
+
+        def reap() -> None:
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:  # someone reaped it first (a host's os.wait())
+                pass
+            self._reaped = True
+
+        if not self._reaped:
+            _thread.start_new_thread(reap, ())
+
     def disown(self) -> None:
         """Forget the child without touching it (after fork: it is the parent's)."""
         self._reaped = True
@@ -109,18 +124,18 @@ def spawn_watchdog(shm_name: str, suggestions: dict[str, str]) -> WatchdogProces
     Raises OSError when the process cannot be started; the caller turns that into
     a disabled handle, never an exception in the host.
     """
-    from ._shm import lock_for_watchdog
+    from ._shm import lock_for_watchdog, release
 
     lock_fd = lock_for_watchdog(shm_name)
     try:
         pidfd = _own_pidfd()
         ctl_read, ctl_write = os.pipe()
     except BaseException:
-        os.close(lock_fd)
+        release(lock_fd)
         raise
-    passed = [fd for fd in (lock_fd, pidfd, ctl_read) if fd >= 0]
+    passed = [fd for fd in (pidfd, ctl_read) if fd >= 0]
     try:
-        for fd in passed:
+        for fd in (lock_fd, *passed):
             os.set_inheritable(fd, True)
         env = dict(os.environ)
         path = env.get("PYTHONPATH")
@@ -136,7 +151,8 @@ def spawn_watchdog(shm_name: str, suggestions: dict[str, str]) -> WatchdogProces
         os.close(ctl_write)
         raise
     finally:
-        for fd in passed:  # the watchdog's copies carry on; the lock stays with it
+        release(lock_fd)  # the watchdog's copy carries on, and the lock with it
+        for fd in passed:
             os.close(fd)
     return WatchdogProcess(pid, ctl_write)
 

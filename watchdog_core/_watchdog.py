@@ -72,7 +72,8 @@ class Watcher:
         self.stacks_file = private_file_name("stacks", header.session_id, self.host_pid, nonce)
         self.death = _death.Death(words=self.words, shm_name=shm_name, host_pid=self.host_pid,
                                   start_ticks=header.host_start_ticks, pidfd=pidfd,
-                                  private_files=(self.crash_file, self.stacks_file))
+                                  private_files=(self.crash_file, self.stacks_file),
+                                  segment_fd=lock_fd)
         # Locks say whether the host lives and still runs our program (an exec drops its
         # lock); a ring made without them cannot tell, and signals are then not sent.
         self.locks = bool(header.features & _ring.FEATURE_LOCKS) and lock_fd >= 0
@@ -94,6 +95,8 @@ class Watcher:
             return None
         if not host.alive:
             return None
+        if host.leader_gone:
+            self.death.leader_gone = True
         reading = self.grading.grade(host)
         self._note_records(host)
         r = reading
@@ -312,8 +315,9 @@ class Watcher:
     def recover_orphans(self) -> None:
         from ._recovery import recover_orphans
 
-        for name, path in recover_orphans(exclude={self.shm_name}):
-            say(f"recovered orphaned ring {name}" + (f": postmortem {path}" if path else ""))
+        for name, path, outcome in recover_orphans(exclude={self.shm_name}):
+            if outcome == "written":
+                say(f"recovered orphaned ring {name}: postmortem {path}")
 
     def run(self) -> int:
         poller = select.poll()
@@ -342,7 +346,7 @@ class Watcher:
             if not channel_open and self.words[_ring.W_FLAGS] & _ring.FLAG_STOPPED:
                 # stop(): the host lives on and has asked us to go. No postmortem.
                 self.close()
-                _shm.unlink_segment(self.shm_name)
+                _shm.unlink_segment(self.shm_name, self.lock_fd)
                 return 0
             if time.monotonic() >= next_sample:
                 next_sample += self.interval

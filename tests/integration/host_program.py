@@ -19,6 +19,7 @@ prints ``ready {json}`` and then runs one command read from stdin:
   status                print the watchdog's last status block as JSON
   exec S                exec a new program that sleeps S seconds and prints
   worker-oom            run a worker that balloons until the OOM killer ends it
+  sleeper               start a child that sleeps in our cgroup; print "sleeper PID"
 """
 
 from __future__ import annotations
@@ -173,6 +174,13 @@ def main() -> None:
             code = ("import sys, time; time.sleep(float(sys.argv[1])); "
                     "print('the new program survived', flush=True)")
             os.execv(sys.executable, [sys.executable, "-c", code, rest[0]])
+        elif command == "sleeper":
+            # A process of ours that shares our cgroup and does nothing.
+            import subprocess
+
+            child = subprocess.Popen(["sleep", "1000"], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            print(f"sleeper {child.pid}", flush=True)
         elif command == "worker-oom":
             # A worker of ours balloons in our cgroup and the OOM killer takes it, not us.
             import subprocess

@@ -209,28 +209,47 @@ def test_a_real_oom_kill_is_certain_with_or_without_kmsg(start_host, memory_cgro
     assert any(e.startswith("kernel: ") for e in exit_["evidence"]) is kmsg
 
 
-@pytest.mark.parametrize(("sig", "kmsg", "expected"), [
-    (signal.SIGTERM, True, ("killed", "SIGTERM", "certain")),
-    (signal.SIGTERM, False, ("killed", "SIGTERM", "certain")),
-    (signal.SIGKILL, True, ("killed", "SIGKILL", "certain")),  # kmsg named the worker
-    (signal.SIGKILL, False, ("oom-killed", "SIGKILL", "likely")),  # cannot tell: says so
-], ids=["sigterm-kmsg", "sigterm-no-kmsg", "sigkill-kmsg", "sigkill-no-kmsg"])
-def test_a_workers_oom_kill_is_not_the_hosts(start_host, memory_cgroup, sig: int, kmsg: bool,
-                                             expected: tuple[str, str, str]) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+@pytest.mark.parametrize("kmsg", [True, False], ids=["kmsg", "no-kmsg"])
+def test_a_workers_oom_kill_is_not_the_hosts(start_host, memory_cgroup, sig: int,
+                                             kmsg: bool) -> None:
     """The host's worker is OOM-killed in the shared cgroup, then a supervisor ends the
-    host: the counter rose, but the wait status and kmsg say what happened."""
+    host: the counter rose while the host lived, so that kill was not its own; the wait
+    status and kmsg say what happened."""
     host = start_host("--interval", "0.05", cgroup=memory_cgroup, env=None if kmsg else NO_KMSG)
     host.wait_ready()
     assert host.ask("worker-oom") == "worker -9"
+    _two_more_samples(host)  # the watchdog has seen the count rise while the host lived
     os.kill(host.pid, sig)
     host.finish()
     exit_ = _postmortem(host)["host"]["exit"]
+    expected = ("killed", signal.Signals(sig).name, "certain")
     assert (exit_["kind"], exit_["signal"], exit_["confidence"]) == expected, exit_
-    assert any("oom_kill" in e for e in exit_["evidence"])  # the counter is still evidence
+    assert any("while the host lived, so not its own" in e for e in exit_["evidence"]), exit_
     if kmsg:
         assert any("the OOM killer chose pid" in e for e in exit_["evidence"])
-    if expected[2] == "likely":
-        assert _postmortem(host)["suggestion"].startswith("The host was probably killed")
+
+
+@pytest.mark.parametrize("kmsg", [True, False], ids=["kmsg", "no-kmsg"])
+def test_an_oom_kill_in_a_shared_cgroup_without_kmsg_is_only_likely(
+        start_host, memory_cgroup, kmsg: bool) -> None:
+    """The host shares its cgroup with a process of its own and is OOM-killed: only kmsg
+    names the victim; without it the shared counter makes the verdict 'likely', and the
+    suggestion says the evidence is circumstantial."""
+    host = start_host("--interval", "0.05", cgroup=memory_cgroup, env=None if kmsg else NO_KMSG)
+    host.wait_ready()
+    sleeper = int(host.ask("sleeper").split()[1])
+    try:
+        host.send("balloon")
+        assert host.finish() == -signal.SIGKILL
+    finally:
+        os.kill(sleeper, signal.SIGKILL)
+    dump = _postmortem(host)
+    exit_ = dump["host"]["exit"]
+    expected = ("oom-killed", "SIGKILL", "certain" if kmsg else "likely")
+    assert (exit_["kind"], exit_["signal"], exit_["confidence"]) == expected, exit_
+    if not kmsg:
+        assert dump["suggestion"].startswith("The host was probably killed")
 
 
 def test_a_host_that_execs_is_never_signalled_and_its_session_ends(start_host) -> None:
@@ -285,3 +304,55 @@ def _wait_for_flag(shm: str, flag: int) -> None:
         pytest.fail(f"flag {flag} never set in {shm}")
     finally:
         mapping.close()
+
+
+def _two_more_samples(host) -> None:  # type: ignore[no-untyped-def]
+    first = json.loads(host.ask("status").split(" ", 1)[1])["samples"]
+    for _ in range(10_000):  # a guard against hanging, not a timing claim
+        if json.loads(host.ask("status").split(" ", 1)[1])["samples"] >= first + 2:
+            return
+        time.sleep(0.005)
+    pytest.fail("the watchdog stopped sampling")
+
+
+FORKING_DURING_START = """
+import os, sys, threading, time
+go, kids = True, []
+def forker():  # another thread forks all the while start_watchdog() runs
+    while go:
+        pid = os.fork()
+        if pid == 0:
+            os.close(1), os.close(2)
+            time.sleep(3)
+            os._exit(0)
+        kids.append(pid)
+        time.sleep(0.0005)
+threading.Thread(target=forker, daemon=True).start()
+time.sleep(0.05)
+from watchdog_core import start_watchdog
+wd = start_watchdog(diagnostics_dir=sys.argv[1], interval=0.05, hang_after=1)
+go = False
+time.sleep(0.3)
+print(len(kids), wd.shm_name, flush=True)
+os.execv("/bin/sh", ["sh", "-c", "sleep 2; exit 7"])
+"""
+
+
+def test_children_forked_while_the_session_starts_keep_no_lock(tmp_path) -> None:
+    """A thread forks while start_watchdog() runs: no child may keep the host's lock (it
+    would make an exec look like the host living on, and a dead host look alive)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REAPER, ROOT
+
+    directory = tmp_path / "diag"
+    done = subprocess.run([sys.executable, str(REAPER), sys.executable, "-c",
+                           FORKING_DURING_START, str(directory)], capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120,
+                          check=False)
+    assert done.returncode == 7, done.stderr
+    kids, shm = done.stdout.split()
+    assert int(kids) > 10  # the race was met
+    assert not list(directory.glob("memory-*")), "the exec'd program was watched"
+    assert not segment_exists(shm)

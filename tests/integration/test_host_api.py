@@ -35,6 +35,22 @@ def test_start_is_idempotent_and_stop_is_too(tmp_path: Path) -> None:
     again.stop()
 
 
+def test_stop_without_time_to_wait_leaves_no_zombie(tmp_path: Path) -> None:
+    """stop(timeout=0) cannot wait for the watchdog to finish: it is reaped later,
+    never left a zombie for the host's life."""
+    pids = []
+    for _ in range(3):
+        wd = start_watchdog(diagnostics_dir=tmp_path / "d")
+        assert wd._process is not None
+        pids.append(wd._process.pid)
+        wd.stop(timeout=0)
+    for pid in pids:
+        deadline = time.monotonic() + 60  # a guard against hanging, not a timing claim
+        while Path(f"/proc/{pid}").exists():
+            assert time.monotonic() < deadline, f"watchdog {pid} never reaped"
+            time.sleep(0.01)
+
+
 def test_context_manager_stops(tmp_path: Path) -> None:
     with start_watchdog(diagnostics_dir=tmp_path / "d") as wd:
         wd.record(a=1)

@@ -245,6 +245,11 @@ def test_a_disk_full_at_death_keeps_the_evidence_until_gc_writes_it(start_host,
     assert segment_exists(str(info["shm"]))
     assert [p.name for p in directory.iterdir() if p.name.startswith(".crash-")]
     assert not list(directory.glob("memory-*"))
+    still_full = _gc()  # says so, keeps everything, exits 1
+    assert still_full.returncode == 1, still_full.stderr
+    assert {o["segment"]: o["outcome"] for o in json.loads(still_full.stdout)["orphans"]}[
+        str(info["shm"])] == "kept"
+    assert segment_exists(str(info["shm"]))
     filler.unlink()
     done = _gc()
     assert done.returncode == 0, done.stderr

@@ -72,6 +72,8 @@ def test_gc_recovers_orphans_and_prunes(start_host, tmp_path) -> None:
     assert sorted(p.name for p in store.iterdir() if p.name.endswith(".json")) == [
         "memory-s-20261123T000000.000000Z.json", "memory-s-20261124T000000.000000Z.json"]
     assert cli("gc", "--max-files", "0").returncode == 2
+    assert cli("gc", "--dir", "").returncode == 2
+    assert cli("gc", "--dir", str(store / "memory-s-20261124T000000.000000Z.json")).returncode == 2
     assert cli("gc", "--max-bytes", "lots").returncode == 2
 
 

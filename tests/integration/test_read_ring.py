@@ -138,3 +138,15 @@ def test_cli_usage_errors_exit_2_with_one_line() -> None:
         result = run([*CLI, *argv])
         assert result.returncode == 2, argv
         assert result.stderr.count("\n") == 1, (argv, result.stderr)
+
+
+@pytest.mark.parametrize("command", ["read-ring", "show"])
+def test_endless_or_blocking_inputs_exit_2(tmp_path: Path, command: str) -> None:
+    """/dev/zero never ends and a FIFO with no writer never answers: refused at once."""
+    fifo = tmp_path / "fifo.ring"
+    os.mkfifo(fifo)
+    for target in ("/dev/zero", str(fifo), str(tmp_path)):
+        result = run([*CLI, command, target])
+        assert result.returncode == 2, (target, result.stderr)
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+        assert "not a regular file" in result.stderr

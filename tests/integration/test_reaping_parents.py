@@ -131,3 +131,51 @@ def test_a_big_hosts_postmortem_keeps_its_last_good_reading(start_host) -> None:
     assert all(point["rss"] > 0 for point in dump["timeline"])
     assert (dump["host"]["exit"]["kind"], dump["host"]["exit"]["signal"]) == ("killed",
                                                                               "SIGKILL")
+
+
+LEADER_EXIT = """
+import ctypes, os, signal, sys, threading, time
+from watchdog_core import start_watchdog
+wd = start_watchdog(diagnostics_dir=sys.argv[1], interval=0.05, memory_limit="400MiB")
+def worker():
+    hold = []
+    for i in range(40):  # grows well after the main thread has gone
+        hold.append(bytearray(b"x") * (4 << 20))
+        wd.record(step=i)
+        time.sleep(0.02)
+    time.sleep(0.3)
+    os.kill(os.getpid(), signal.SIGKILL)
+threading.Thread(target=worker).start()
+ctypes.CDLL(None).pthread_exit(None)  # the main thread ends; the process lives on
+"""
+
+
+@pytest.mark.parametrize("old_kernel", [False, True], ids=["pidfd-info", "no-pidfd-info"])
+def test_a_main_thread_that_exits_first_is_not_the_process_dying(tmp_path,
+                                                                 old_kernel: bool) -> None:
+    """pthread_exit in the main thread leaves a zombie leader and a live process: it is
+    still sampled (from another thread), and the leader's own exit status is never
+    taken for the process's."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REAPER, ROOT
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if old_kernel:
+        env["WATCHDOG_CORE_NO_PIDFD_INFO"] = "1"
+    directory = tmp_path / "diag"
+    done = subprocess.run([sys.executable, str(REAPER), sys.executable, "-c", LEADER_EXIT,
+                           str(directory)], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+    assert done.returncode == 128 + signal.SIGKILL, done.stderr
+    (dump,) = [json.loads(p.read_text()) for p in directory.glob("*.json")
+               if json.loads(p.read_text())["trigger"] == "host-died"]
+    assert dump["memory"]["rss"] > 100 << 20  # sampled after the main thread had gone
+    assert dump["session"]["step"] == 39
+    exit_ = dump["host"]["exit"]
+    if old_kernel:  # no status to be had: honest, never "exited 0"
+        assert (exit_["kind"], exit_["confidence"]) == ("unknown", "unknown"), exit_
+    else:
+        assert (exit_["kind"], exit_["signal"], exit_["confidence"]) == (
+            "killed", "SIGKILL", "certain"), exit_

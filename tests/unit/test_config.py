@@ -41,7 +41,16 @@ def test_bad_sizes(bad: object) -> None:
      ({"dump_cooldown": -1}, "dump_cooldown"), ({"suggestion": ""}, "suggestion"),
      ({"suggestion": {"loud": "x"}}, "suggestion"), ({"on_pressure": 5}, "on_pressure"),
      ({"hang_after": -1}, "hang_after"), ({"memory_limit": "lots"}, "memory_limit"),
-     ({"diagnostics_dir": ""}, "diagnostics_dir"), ({"include_children": 1}, "include_children")],
+     ({"diagnostics_dir": ""}, "diagnostics_dir"), ({"include_children": 1}, "include_children"),
+     # Found by review: each of these got past validation and failed (or misbehaved) only
+     # after the shared-memory segment existed.
+     ({"suggestion": "a\0b"}, "suggestion"), ({"suggestion": {"hard": "a\0"}}, "suggestion"),
+     ({"memory_limit": 10**30}, "memory_limit"), ({"max_bytes": 2**63}, "max_bytes"),
+     ({"max_files": 2**63}, "max_files"), ({"dump_cooldown": float("nan")}, "dump_cooldown"),
+     ({"dump_cooldown": float("inf")}, "dump_cooldown"),
+     ({"hang_after": float("inf")}, "hang_after"), ({"idle_after": float("nan")}, "idle_after"),
+     ({"stack_signal": 15}, "stack_signal"), ({"stack_signal": 1}, "stack_signal"),
+     ({"stack_signal": 32}, "stack_signal"), ({"stack_signal": 9}, "stack_signal")],
 )
 def test_bad_arguments_raise_value_error_naming_them(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):

@@ -228,6 +228,21 @@ REAL_COMMAND_LINES = [
                  ["agent", f'{{"max_tokens": 512, "token": "{R}"'], id="JSON invalid"),
     pytest.param(["agent", "--sentry-dsn", "https://0123abcd4567ef89s3kr1t@o1.ingest.sentry.io/4"],
                  ["agent", "--sentry-dsn", f"https://{R}@o1.ingest.sentry.io/4"], id="Sentry DSN"),
+    # Found by review.
+    pytest.param(["npm", "config", "set", "//registry.npmjs.org/:_authToken=s3kr1t-npm"],
+                 ["npm", "config", "set", f"//registry.npmjs.org/:_authToken={R}"],
+                 id="npm authToken"),
+    pytest.param(["twine", "upload", "-u", "me", "-p", "s3kr1t-twine", "dist/*"],
+                 ["twine", "upload", "-u", "me", "-p", R, "dist/*"], id="twine -p"),
+    pytest.param(["az", "login", "-u", "me@x.io", "-p", "s3kr1t-az"],
+                 ["az", "login", "-u", "me@x.io", "-p", R], id="az login -p"),
+    pytest.param(["vault", "login", "hvs.s3kr1t-vault"], ["vault", "login", R], id="vault login"),
+    pytest.param(["htpasswd", "-cb", "/etc/nginx/htpasswd", "me", "s3kr1t-htp"],
+                 ["htpasswd", "-cb", "/etc/nginx/htpasswd", "me", R], id="htpasswd -b"),
+    pytest.param(["curl", "-d", "{}", "https://hooks.slack.com/services/T0AAAAAAA/B0BBBBBBB/"
+                  "s3kr1tSLACKs3kr1tSLACKxx"],
+                 ["curl", "-d", "{}", f"https://hooks.slack.com/services/{R}"],
+                 id="Slack webhook"),
 ]
 
 

@@ -17,6 +17,33 @@ class UsageError(Exception):
     """Bad input from the user: one line on stderr, exit 2."""
 
 
+def read_input_file(path: str, limit: int) -> bytes:
+    """The bytes of a file the user named, at most ``limit`` of them: a FIFO would hang
+    and /dev/zero would never end, so anything but a regular file is refused."""
+    import os
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise UsageError(f"no such file: {path}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"{path} is not a regular file")
+        if st.st_size > limit:
+            raise UsageError(f"{path} is {st.st_size} bytes, more than any such file "
+                             f"({limit} at most)")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(limit + 1)[:limit]
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)

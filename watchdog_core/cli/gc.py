@@ -34,7 +34,11 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     except ValueError as exc:
         raise UsageError(str(exc).replace("max_files", "--max-files")
                          .replace("max_bytes", "--max-bytes")) from None
+    if args.dir is not None and not args.dir.strip():
+        raise UsageError("--dir must name a directory")
     directory = os.path.abspath(args.dir or default_diagnostics_dir(os.environ))
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise UsageError(f"--dir {directory} is not a directory")
     recovered = recover_orphans(dry_run=args.dry_run)
     store = DiagnosticsDir(directory, max_files=max_files, max_bytes=max_bytes)
     pruned: list[str] = []
@@ -44,15 +48,15 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             pruned = store.prune(dry_run=args.dry_run)
         except StoreError as exc:
             error = str(exc)
-    result = {"dryRun": args.dry_run, "orphans": [{"segment": s, "postmortem": p}
-                                                   for s, p in recovered],
+    result = {"dryRun": args.dry_run,
+              "orphans": [{"segment": s, "postmortem": p, "outcome": o} for s, p, o in recovered],
               "pruned": pruned, "directory": directory, "error": error}
+    unwritten = [s for s, _, o in recovered if o in ("kept", "dropped")]
     if args.json:
         out.write(json.dumps(result, indent=2) + "\n")
     else:
-        verb = "would recover" if args.dry_run else "recovered"
-        for segment, path in recovered:
-            out.write(f"{verb} {segment}" + (f" -> {path}" if path else "") + "\n")
+        for segment, path, outcome in recovered:
+            out.write(_ORPHAN_LINES[outcome].format(segment=segment, path=path) + "\n")
         verb = "would remove" if args.dry_run else "removed"
         for name in pruned:
             out.write(f"{verb} {os.path.join(directory, name)}\n")
@@ -60,4 +64,14 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"cannot prune: {error}\n")
         if not recovered and not pruned and not error:
             out.write("nothing to do\n")
-    return 1 if error else 0
+    return 1 if error or unwritten else 0
+
+
+_ORPHAN_LINES = {
+    "written": "recovered {segment} -> {path}",
+    "clean": "removed {segment} (it had ended cleanly: nothing to write)",
+    "kept": "cannot write the postmortem of {segment} yet (see the line above); it stays "
+            "in shared memory",
+    "dropped": "removed {segment} unwritten: its diagnostics directory is refused",
+    "found": "would recover {segment}",
+}

@@ -10,7 +10,7 @@ from typing import TextIO
 
 from .. import _reader, _ring, _shm
 from .._config import validate_session_id
-from . import UsageError
+from . import UsageError, read_input_file
 
 NAME = "read-ring"
 HELP = "decode a ring: a saved .ring file, a session id, or a shared-memory segment name"
@@ -47,13 +47,7 @@ def load(target: str) -> tuple[str, _reader.RingImage]:
 
 
 def _read_file(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise UsageError(f"no such file: {path}") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    return read_input_file(path, _ring.ring_size(_reader.MAX_SLOTS))
 
 
 def _open_live(name: str) -> _reader.RingImage:

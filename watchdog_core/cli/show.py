@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import TextIO
 
-from . import UsageError
+from . import UsageError, read_input_file
+
+MAX_DUMP_BYTES = 64 << 20  # a dump is a few KiB; its timeline and stacks live elsewhere
 
 NAME = "show"
 HELP = "print a diagnostics file for a person"
@@ -25,11 +27,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
     from .._diagnostics import load
 
-    try:
-        with open(args.file, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+    raw = read_input_file(args.file, MAX_DUMP_BYTES)
     try:
         dump = load(raw)
     except ValidationError as exc:
