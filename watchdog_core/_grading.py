@@ -12,7 +12,7 @@ from collections import deque
 from . import _levels, _limits
 from ._levels import PressureLevel
 from ._limits import EffectiveLimit
-from ._ring import RingConfig
+from ._ring import RingConfig, encode_status
 from ._sampling import HostSample, SystemProbe
 
 TIMELINE_SECONDS = 60.0
@@ -33,6 +33,13 @@ class Reading:
         self.system_available, self.psi = system_available, psi
         self.leak_bytes_per_hour = leak_bytes_per_hour
         self.fd_limit = fd_limit
+
+    def status_block(self, samples: int) -> bytes:
+        """This reading as the ring's status block (what ``wd.level`` and ``ls`` read)."""
+        return encode_status(int(self.level), self.effective.ratio, self.host.rss,
+                             self.host.rss_anon, self.effective.limit, self.growth,
+                             self.seconds_to_limit, self.effective.source, self.host.wall_ns,
+                             samples)
 
 
 class Grading:

@@ -25,7 +25,7 @@ import sys
 import time
 import warnings
 
-from . import _config, _reader, _ring
+from . import _config, _reader, _ring, _writer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ _current: Watchdog | None = None
 _fork_hook_installed = False
 
 
-def _bind_record(w: _ring.RingWriter) -> Callable[..., None]:
+def _bind_record(w: _writer.RingWriter) -> Callable[..., None]:
     """Build the handle's ``record``: a closure, so a call pays no method binding and
     reads the writer's fixed parts from cells (SPEC 9; benchmarks/run.py)."""
     counter = w.counter
@@ -90,7 +90,7 @@ class Watchdog:
     ``None``).
     """
 
-    def __init__(self, config: _config.SessionConfig, writer: _ring.RingWriter,
+    def __init__(self, config: _config.SessionConfig, writer: _writer.RingWriter,
                  shm_name: str | None, process: WatchdogProcess | None,
                  disabled_reason: str | None = None) -> None:
         self.session_id = config.session_id
@@ -322,7 +322,7 @@ def _host_identity() -> tuple[int, str]:
 def _disabled(config: _config.SessionConfig, reason: str, *, warn: bool = True) -> Watchdog:
     if warn:
         warnings.warn(f"watchdog-core disabled: {reason}", RuntimeWarning, stacklevel=3)
-    return Watchdog(config, _ring.RingWriter(None, 16), None, None, disabled_reason=reason)
+    return Watchdog(config, _writer.RingWriter(None, 16), None, None, disabled_reason=reason)
 
 
 def start_watchdog(
@@ -403,7 +403,7 @@ def start_watchdog(
     except (OSError, ValueError) as exc:
         return _disabled(config, "cannot create shared memory segment "
                          f"{_shm.segment_name(config.session_id, host_pid)}: {exc}")
-    writer = _ring.RingWriter(mapping, config.ring_slots)
+    writer = _writer.RingWriter(mapping, config.ring_slots)
     writer.lock_fd = lock_fd
     ticks, boot_id = _host_identity()
     try:

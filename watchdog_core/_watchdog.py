@@ -99,11 +99,7 @@ class Watcher:
             self.death.leader_gone = True
         reading = self.grading.grade(host)
         self._note_records(host)
-        r = reading
-        _ring.write_status(self.buf, self.words, _ring.encode_status(
-            int(r.level), r.effective.ratio, r.host.rss, r.host.rss_anon, r.effective.limit,
-            r.growth, r.seconds_to_limit, r.effective.source, r.host.wall_ns,
-            self.grading.samples))
+        _ring.write_status(self.buf, self.words, reading.status_block(self.grading.samples))
         self.last = reading
         return reading
 

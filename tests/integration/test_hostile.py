@@ -148,15 +148,7 @@ def test_a_full_disk_is_reported_once_and_the_next_dump_succeeds(start_host, sma
     directory = small_tmpfs / "diag"
     host = start_host("--stats", json.dumps({"turns": 1}), directory=directory)
     host.wait_ready()
-    filler = small_tmpfs / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:  # fill the disk to the last block
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    filler = _fill(small_tmpfs)
     assert _ask_dump(host) == "dumped None"
     assert _ask_dump(host) == "dumped None"
     assert [p.name for p in directory.iterdir() if not p.name.startswith(".crash")

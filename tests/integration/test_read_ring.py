@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from watchdog_core import _ring
+from watchdog_core import _ring, _writer
 
 READ_RING = [sys.executable, str(ROOT / "tools" / "read_ring.py")]
 CLI = [sys.executable, "-m", "watchdog_core"]
@@ -85,7 +85,7 @@ def test_two_live_rings_for_one_session_id_is_ambiguous(start_host) -> None:
 
 
 def _valid_image() -> bytes:
-    writer = _ring.RingWriter(None, 16)
+    writer = _writer.RingWriter(None, 16)
     writer.init_header(session_id="s", host_pid=1, host_start_ticks=0, created_unix_ns=0,
                        created_mono_ns=0, interval=0.25, boot_id="", diagnostics_dir="/d",
                        config=_ring.RingConfig(0.5, 0.65, 0.8, None, 30, 3, None, None, False))

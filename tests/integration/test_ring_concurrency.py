@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from tests.conftest import ROOT
-from watchdog_core import _reader, _ring, _shm
+from watchdog_core import _reader, _ring, _shm, _writer
 from watchdog_core._host import start_watchdog
 
 WRITER = """
@@ -155,16 +155,16 @@ def test_live_dumps_racing_a_fast_writer_only_ever_see_whole_records(tmp_path) -
     print(f"{snapshots} snapshots, {checked} whole slots checked, {torn_total} torn skipped")
 
 
-def ring(slots: int) -> tuple[mmap.mmap, _ring.RingWriter]:
+def ring(slots: int) -> tuple[mmap.mmap, _writer.RingWriter]:
     mapping = mmap.mmap(-1, _ring.ring_size(slots))
-    writer = _ring.RingWriter(mapping, slots)
+    writer = _writer.RingWriter(mapping, slots)
     writer.init_header(session_id="live", host_pid=1, host_start_ticks=0, created_unix_ns=0,
                        created_mono_ns=0, interval=0.25, boot_id="b", diagnostics_dir="/d",
                        config=_ring.RingConfig(0.5, 0.65, 0.8, None, 30, 3, None, None, False))
     return mapping, writer
 
 
-def record(writer: _ring.RingWriter, **stats: int) -> None:
+def record(writer: _writer.RingWriter, **stats: int) -> None:
     for name in stats:
         writer.add_name(name)
     writer.values[:] = [stats.get(n, 0) for n in writer.names]

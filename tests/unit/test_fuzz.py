@@ -8,12 +8,12 @@ import pydantic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from watchdog_core import _reader, _ring
+from watchdog_core import _reader, _ring, _writer
 from watchdog_core._diagnostics import load
 
 
 def valid_image(slots: int = 16) -> bytes:
-    writer = _ring.RingWriter(None, slots)
+    writer = _writer.RingWriter(None, slots)
     writer.init_header(session_id="fuzz", host_pid=1, host_start_ticks=0, created_unix_ns=0,
                        created_mono_ns=0, interval=0.25, boot_id="b", diagnostics_dir="/d",
                        config=_ring.RingConfig(0.5, 0.65, 0.8, None, 30, 3, None, None, False))

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from watchdog_core import _reader, _ring
+from watchdog_core import _reader, _ring, _writer
 from watchdog_core._config import SessionConfig
 from watchdog_core._host import Watchdog
 
@@ -14,7 +14,7 @@ from watchdog_core._host import Watchdog
 def handle(slots: int = 16) -> Watchdog:
     """A handle over private memory: the real hot path with no segment or watchdog."""
     config = SessionConfig(diagnostics_dir="/tmp/unused", ring_slots=slots)
-    writer = _ring.RingWriter(None, slots)
+    writer = _writer.RingWriter(None, slots)
     writer.init_header(session_id=config.session_id, host_pid=1, host_start_ticks=0,
                        created_unix_ns=0, created_mono_ns=0, interval=0.25, boot_id="b",
                        diagnostics_dir="/d",

@@ -40,12 +40,14 @@ def sessions() -> list[dict[str, object]]:
         raw = _shm.read_segment(name)
         if raw is None:
             continue
+        held = _shm.holders(name)
         try:
             image = _reader.RingImage(raw)
         except _ring.RingError as exc:
+            if held is not None and held[0] and not raw.strip(b"\0"):
+                continue  # a host is creating it this very moment: nothing to show yet
             rows.append({"segment": name, "error": str(exc)})
             continue
-        held = _shm.holders(name)
         alive, watchdog_alive = held if held is not None else (False, False)
         status = image.status
         last = image.last_record_unix_ns
