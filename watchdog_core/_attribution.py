@@ -26,7 +26,7 @@ import os
 import struct
 import time
 
-from . import _limits
+from . import _limits, _procfs
 
 PF_EXITING = 0x4  # include/linux/sched.h: the task is in do_exit()
 
@@ -55,15 +55,16 @@ class ProcStat:
 
 def read_proc_stat(pid: int, root: str = "/") -> ProcStat | None:
     """None when the process is gone (or /proc is not there)."""
+    raw = _procfs.read(os.path.join(root, f"proc/{pid}/stat"))
+    if raw is None:
+        return None
     try:
-        with open(os.path.join(root, f"proc/{pid}/stat"), "rb") as f:
-            raw = f.read()
         fields = raw[raw.rindex(b")") + 2 :].split()
         # Field n overall is index n - 3 after "pid (comm)": state 3, flags 9,
         # starttime 22, vsize 23, exit_code 52.
         return ProcStat(fields[0].decode("ascii", "replace"), int(fields[6]), int(fields[19]),
                         int(fields[20]), int(fields[49]) if len(fields) > 49 else 0)
-    except (OSError, ValueError, IndexError):
+    except (ValueError, IndexError):
         return None
 
 
@@ -115,13 +116,15 @@ def pidfd_info_supported() -> bool | None:
 def signal_caught(pid: int, signum: int, root: str = "/") -> bool | None:
     """Whether the process has a handler for ``signum`` (``SigCgt``); None when it
     cannot be told (no /proc: then no signal may be sent)."""
-    try:
-        with open(os.path.join(root, f"proc/{pid}/status"), "rb") as f:
-            for line in f:
-                if line.startswith(b"SigCgt:"):
-                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
-    except (OSError, ValueError, IndexError):
+    status = _procfs.read(os.path.join(root, f"proc/{pid}/status"))
+    if status is None:
         return None
+    for line in status.splitlines():
+        if line.startswith(b"SigCgt:"):
+            try:
+                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+            except (ValueError, IndexError):
+                return None
     return None
 
 
@@ -222,11 +225,15 @@ class OomWatch:
                         self.before[source] = value
                         if source != "vmstat":
                             self.alone.setdefault(source, True)
-        vmstat_due = now - self._vmstat_at >= 2.0  # a large file: not every sample
-        if vmstat_due:
+        # Every 2 s: the machine-wide counter (a large file) and who is in the cgroups
+        # (a fresh open each time, see _cgroup_pids). A worker that came and went in
+        # between and was OOM-killed is still caught: its kill moved the counter while
+        # the host lived.
+        slow_due = now - self._vmstat_at >= 2.0
+        if slow_due:
             self._vmstat_at = now
         for source, path in self.paths.items():
-            if source == "vmstat" and not vmstat_due:
+            if source == "vmstat" and not slow_due:
                 continue
             value = _counter(path, "oom_kill")
             if value is not None and value > self.before[source] and not self._being_killed():
@@ -234,16 +241,14 @@ class OomWatch:
                 self.before[source] = value
                 if source != "vmstat":
                     self.alone[source] = False  # someone else was there to be killed
-            if self.alone.get(source):
+            if slow_due and self.alone.get(source):
                 self.alone[source] = self._holds_host_alone(os.path.dirname(path))
 
     def _being_killed(self) -> bool:
         """A SIGKILL is pending for the host, or it is already in do_exit(): a counter
         that rose now may be its own kill (the kernel counts before it kills)."""
-        try:
-            with open(os.path.join(self.root, f"proc/{self.host_pid}/status"), "rb") as f:
-                status = f.read()
-        except OSError:
+        status = _procfs.read(os.path.join(self.root, f"proc/{self.host_pid}/status"))
+        if status is None:
             return True
         if b"VmRSS" not in status:
             return True
@@ -341,9 +346,12 @@ class OomWatch:
 
 
 def _cgroup_pids(cgroup_dir: str) -> set[int] | None:
+    # Opened afresh every time: cgroup v1 keeps the pid list of an open cgroup.procs
+    # and reuses it while it is read again within a second, so a kept descriptor would
+    # never see a newcomer.
     try:
         with open(os.path.join(cgroup_dir, "cgroup.procs"), "rb") as f:
-            return {int(p) for p in f.read(4096).split()}
+            return {int(p) for p in f.read().split()}
     except (OSError, ValueError):
         return None
 
@@ -383,12 +391,12 @@ def _open_kmsg_at_end() -> int:
 
 
 def _counter(path: str, key: str) -> int | None:
-    try:
-        with open(path) as f:
-            for line in f:
-                name, _, value = line.partition(" ")
-                if name == key:
-                    return int(value)
-    except (OSError, ValueError):
-        return None
+    text = _procfs.read_text(path)
+    for line in (text or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            try:
+                return int(value)
+            except ValueError:
+                return None
     return None

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from . import _procfs
+
 UNLIMITED = 1 << 62  # cgroup v1 says "unlimited" as 9223372036854771712; anything above is too
 
 
@@ -56,11 +58,7 @@ class EffectiveLimit:
 
 
 def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return None
+    return _procfs.read_text(path)  # kept open: no allocation per sample (see _procfs)
 
 
 def _read_int(path: str) -> int | None:

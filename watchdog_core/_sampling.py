@@ -14,7 +14,7 @@ import time
 
 import psutil
 
-from . import _limits
+from . import _limits, _procfs
 
 
 class HostSample:
@@ -159,10 +159,8 @@ _ENDED_STATES = frozenset({ord("Z"), ord("X")})  # State: as the first letter's 
 
 def _status_fields(path: str) -> dict[str, int]:
     out: dict[str, int] = {}
-    try:
-        with open(path, "rb") as f:
-            text = f.read()
-    except OSError:
+    text = _procfs.read(path)
+    if text is None:
         return out
     for line in text.splitlines():
         key, _, rest = line.partition(b":")

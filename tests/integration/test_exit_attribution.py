@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
 import pytest
 
-from tests.conftest import segment_exists
+from tests.conftest import ROOT, segment_exists
 from watchdog_core import _ring
 
 
@@ -20,19 +22,66 @@ def _postmortem(host) -> dict:  # type: ignore[no-untyped-def]
     return dumps[0]
 
 
+def _killed_by_the_oom_killer(pid: int) -> bool:
+    """Does the kernel's log say the OOM killer took ``pid``? (root only)"""
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        while True:
+            try:
+                record = os.read(fd, 8192)
+            except BlockingIOError:
+                return False
+            except BrokenPipeError:
+                continue
+            if f"Killed process {pid} ".encode() in record:
+                return True
+    finally:
+        os.close(fd)
+
+
+def _oom_postmortem(host) -> dict:  # type: ignore[no-untyped-def]
+    """The postmortem of a host whose cgroup ran out of memory.
+
+    Its watchdog lives in the same cgroup and, without CAP_SYS_RESOURCE (as in most
+    containers, and on this machine), cannot lower its OOM score: in the milliseconds
+    after the kernel took the host, before its memory is uncharged, an allocation of
+    the watchdog's can make the kernel take it too (about 1 run in 100 here;
+    docs/design.md). Then the ring must still be there, and gc must write its
+    postmortem; the exact verdict this test is about cannot be had, so it skips.
+    """
+    dumps = [d for d in host.dumps() if d["trigger"] == "host-died"]
+    if dumps:
+        return dumps[0]
+    watchdog = int(host.info["watchdog_pid"])
+    assert _killed_by_the_oom_killer(watchdog), f"no postmortem: {host.dumps()} {host.stderr}"
+    assert segment_exists(str(host.info["shm"])), "the ring was lost with the watchdog"
+    done = subprocess.run([sys.executable, "-m", "watchdog_core", "gc", "--json"],
+                          capture_output=True, text=True, check=False, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    outcomes = {o["segment"]: o for o in json.loads(done.stdout)["orphans"]}
+    assert outcomes[str(host.info["shm"])]["outcome"] == "written", done.stdout
+    recovered = [d for d in host.dumps() if d["trigger"] == "recovered"]
+    assert len(recovered) == 1 and recovered[0]["session"] is not None
+    pytest.skip(f"the kernel OOM-killed the watchdog {watchdog} too (it shares the host's "
+                "cgroup and cannot lower its OOM score here); gc recovered the ring")
+
+
 def test_a_real_cgroup_oom_kill(start_host, memory_cgroup) -> None:
     host = start_host("--interval", "0.05", cgroup=memory_cgroup)
     info = host.wait_ready()
     host.send("balloon")
     host.finish()
     assert host.returncode == -signal.SIGKILL
+    dump = _oom_postmortem(host)
     triggers = [d["trigger"] for d in host.dumps()]
     assert "critical" in triggers, triggers  # written while the host was still alive
     assert triggers.index("critical") < triggers.index("host-died")
     critical = next(d for d in host.dumps() if d["trigger"] == "critical")
     assert critical["memory"]["limitSource"].startswith("cgroup-")
     assert critical["memory"]["heapLimit"] == 200 * 1024 * 1024
-    dump = _postmortem(host)
     exit_ = dump["host"]["exit"]
     assert exit_["kind"] == "oom-killed", exit_
     assert exit_["signal"] == "SIGKILL"
@@ -203,7 +252,7 @@ def test_a_real_oom_kill_is_certain_with_or_without_kmsg(start_host, memory_cgro
     host.wait_ready()
     host.send("balloon")
     assert host.finish() == -signal.SIGKILL
-    exit_ = _postmortem(host)["host"]["exit"]
+    exit_ = _oom_postmortem(host)["host"]["exit"]
     assert (exit_["kind"], exit_["signal"], exit_["confidence"]) == ("oom-killed", "SIGKILL",
                                                                      "certain"), exit_
     assert any(e.startswith("kernel: ") for e in exit_["evidence"]) is kmsg
@@ -219,6 +268,10 @@ def test_a_workers_oom_kill_is_not_the_hosts(start_host, memory_cgroup, sig: int
     host = start_host("--interval", "0.05", cgroup=memory_cgroup, env=None if kmsg else NO_KMSG)
     host.wait_ready()
     assert host.ask("worker-oom") == "worker -9"
+    if _killed_by_the_oom_killer(int(host.info["watchdog_pid"])):
+        pytest.skip("the kernel OOM-killed the watchdog with the worker (it shares the "
+                    "cgroup and cannot lower its OOM score here): a new one knows nothing "
+                    "of the earlier kill")
     _two_more_samples(host)  # the watchdog has seen the count rise while the host lived
     os.kill(host.pid, sig)
     host.finish()
@@ -244,7 +297,7 @@ def test_an_oom_kill_in_a_shared_cgroup_without_kmsg_is_only_likely(
         assert host.finish() == -signal.SIGKILL
     finally:
         os.kill(sleeper, signal.SIGKILL)
-    dump = _postmortem(host)
+    dump = _oom_postmortem(host)
     exit_ = dump["host"]["exit"]
     expected = ("oom-killed", "SIGKILL", "certain" if kmsg else "likely")
     assert (exit_["kind"], exit_["signal"], exit_["confidence"]) == expected, exit_
