@@ -107,7 +107,8 @@ def run_trial(row: Row, parent: str, directory: Path, extra_env: dict[str, str])
         assert proc.stdin is not None
         line = proc.stdout.readline()
         assert line.startswith("ready "), (line, proc.stderr.read() if proc.stderr else "")
-        pid = json.loads(line[6:])["pid"]
+        info = json.loads(line[6:])
+        pid = info["pid"]
         pidfd = os.pidfd_open(pid)
         try:
             if row.prepare:
@@ -129,6 +130,8 @@ def run_trial(row: Row, parent: str, directory: Path, extra_env: dict[str, str])
     doc = postmortem(directory)
     if doc is None:
         trial.exact = row.expected is None
+        if not trial.exact and oom_killed(info["watchdog_pid"]):
+            trial.confidence = "the kernel took the watchdog too"
         return trial
     e = doc["host"]["exit"]
     trial.verdict = (e["kind"], e["signal"], e["exitCode"])
@@ -211,6 +214,27 @@ def remove_cgroup(path: Path) -> None:
             time.sleep(0.05)
 
 
+def oom_killed(pid: int) -> bool:
+    """The kernel's log names ``pid`` as an OOM victim (root only; the log may have
+    rotated on a busy machine)."""
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        while True:
+            try:
+                record = os.read(fd, 8192)
+            except BlockingIOError:
+                return False
+            except BrokenPipeError:
+                continue
+            if f"Killed process {pid} ".encode() in record:
+                return True
+    finally:
+        os.close(fd)
+
+
 def describe(verdict: tuple[str, str | None, int | None] | None) -> str:
     if verdict is None:
         return "no postmortem"
@@ -246,7 +270,7 @@ def main() -> int:
                 seen: dict[str, int] = {}
                 for t in trials:
                     key = f"{describe(t.verdict)} ({t.confidence})" if t.verdict else \
-                        "no postmortem"
+                        "no postmortem" + (f" ({t.confidence})" if t.confidence != "-" else "")
                     seen[key] = seen.get(key, 0) + 1
                 verdicts = "; ".join(f"{k}: {n}" for k, n in sorted(seen.items(),
                                                                     key=lambda kv: -kv[1]))
