@@ -93,6 +93,8 @@ def test_show_prints_them_and_round_trips(dumps: dict[str, Path], which: str) ->
     assert text.returncode in (0, 1), text.stderr  # never 2: the file is ours and valid
     for line in ("loss = nan", "peak = inf", "low = -inf", "n = 3"):
         assert f"stat        {line}\n" in text.stdout
+    if which == "postmortem":  # how sure the verdict is, for a person too
+        assert "exit        killed SIGKILL (certain)\n" in text.stdout, text.stdout
     as_json = run("show", "--json", str(dumps[which]))
     assert as_json.returncode == 0, as_json.stderr
     assert strict_json(as_json.stdout) == strict_json(dumps[which].read_bytes())

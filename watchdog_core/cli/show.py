@@ -49,7 +49,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if host.exit is not None:
         e = host.exit
         what = e.signal or (f"exit code {e.exit_code}" if e.exit_code is not None else "")
-        w(f"  exit        {e.kind} {what} {e.exception or ''}\n".rstrip() + "\n")
+        w(f"  exit        {e.kind} {what} {e.exception or ''}".rstrip()
+          + f" ({e.confidence})\n")
         for fact in e.evidence:
             w(f"              - {fact}\n")
     w(f"  activity    {dump.last_activity or '-'}\n")
