@@ -112,12 +112,9 @@ def run_trial(row: Row, parent: str, directory: Path, extra_env: dict[str, str])
         pidfd = os.pidfd_open(pid)
         try:
             if row.prepare:
-                proc.stdin.write(row.prepare + "\n")
-                proc.stdin.flush()
-                assert proc.stdout.readline().strip() == row.prepared
+                assert ask(proc, row.prepare) == row.prepared
             if row.command:
-                proc.stdin.write(row.command + "\n")
-                proc.stdin.flush()
+                send(proc, row.command)
             if row.sig is not None:
                 os.kill(pid, row.sig)
             trial = watch(directory, pidfd)
@@ -300,11 +297,17 @@ def start(directory: Path, *args: str) -> tuple[subprocess.Popen[str], dict]:
     return proc, json.loads(line[6:])
 
 
-def ask(proc: subprocess.Popen[str], command: str) -> str:
+def send(proc: subprocess.Popen[str], command: str) -> None:
+    """One command line to a host_program.py host."""
     assert proc.stdin is not None
-    assert proc.stdout is not None
     proc.stdin.write(command + "\n")
     proc.stdin.flush()
+
+
+def ask(proc: subprocess.Popen[str], command: str) -> str:
+    """A command, and the line the host answers with."""
+    assert proc.stdout is not None
+    send(proc, command)
     return proc.stdout.readline().strip()
 
 
@@ -325,9 +328,7 @@ def wait_for(directory: Path, trigger: str, timeout: float = 60) -> dict:
 def hang_row(base: Path) -> str:
     directory = base / "hang"
     proc, _ = start(directory, "--hang-after", "1.0")
-    assert proc.stdin is not None
-    proc.stdin.write("hang 4\n")
-    proc.stdin.flush()
+    send(proc, "hang 4")
     t0 = time.monotonic()
     doc = wait_for(directory, "unresponsive")
     took = (time.monotonic() - t0) * 1000
@@ -372,9 +373,7 @@ def orphan_row(base: Path) -> str:
 def exec_row(base: Path) -> str:
     directory = base / "exec"
     proc, _info = start(directory, "--hang-after", "1.0")
-    assert proc.stdin is not None
-    proc.stdin.write("exec 3\n")
-    proc.stdin.flush()
+    send(proc, "exec 3")
     out, _ = proc.communicate(timeout=60)
     ok = "the new program survived" in out and proc.returncode == 0
     files = [p.name for p in directory.iterdir()] if directory.exists() else []

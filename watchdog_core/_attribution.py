@@ -48,9 +48,14 @@ class ProcStat:
         self.vsize, self.exit_code = vsize, exit_code
 
     @property
+    def ended(self) -> bool:
+        """A zombie, or dead: the exit status is in field 52."""
+        return self.state in ("Z", "X")
+
+    @property
     def dying(self) -> bool:
         """In do_exit() or a zombie: the host is ending, whatever its figures say."""
-        return self.state in ("Z", "X") or bool(self.flags & PF_EXITING)
+        return self.ended or bool(self.flags & PF_EXITING)
 
 
 def read_proc_stat(pid: int, root: str = "/") -> ProcStat | None:
@@ -76,7 +81,7 @@ def stat_exit_status(stat: ProcStat | None, start_ticks: int = 0) -> tuple[int, 
     """
     if stat is None or (start_ticks and stat.start_ticks != start_ticks):
         return None
-    if stat.state in ("Z", "X"):
+    if stat.ended:
         return stat.exit_code, "zombie"
     if stat.flags & PF_EXITING and stat.vsize == 0:
         return stat.exit_code, "exiting"  # set before the memory went: final

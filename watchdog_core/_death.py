@@ -116,11 +116,6 @@ class Verdict:
         self.confidence = "unknown"
         self.source = ""  # the rung the exit status came from, if any
 
-    def as_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "signal": self.signal, "exitCode": self.exit_code,
-                "exception": self.exception, "evidence": self.evidence,
-                "confidence": self.confidence}
-
 
 def judge(*, image: _reader.RingImage, status: ExitStatus | None, crash_text: str | None,
           oom: OomEvidence, last_ratio: float | None) -> Verdict:
@@ -383,5 +378,5 @@ def host_is_gone(pid: int, start_ticks: int) -> bool:
     """Without a pidfd: is the host gone (reaped, a zombie, or a new process with its
     pid)? Used after the control pipe's EOF."""
     stat = _attribution.read_proc_stat(pid)
-    return stat is None or stat.state in ("Z", "X") or bool(
+    return stat is None or stat.ended or bool(
         start_ticks and stat.start_ticks != start_ticks)

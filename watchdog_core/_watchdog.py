@@ -53,7 +53,7 @@ class Watcher:
         self.words = self.buf.cast("Q")
         # The header as it was at attach: the fallback when the host scribbles over it.
         self.attach_header = bytes(self.buf[: _ring.HEADER_SIZE])
-        header = _reader.RingImage(self.buf)
+        header = _reader.RingImage(self.buf, header=self.attach_header)
         self.header = header
         self.host_pid = header.host_pid
         self.config = header.config
