@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import _signal  # not `signal`: that imports enum, 8 ms in a fresh host (docs/performance.md)
 import os
+import sys
 import warnings
 
 TYPE_CHECKING = False
@@ -42,6 +43,58 @@ _INF = float("inf")
 _MAX_INT64 = (1 << 63) - 1  # what the ring's config block holds
 MAX_STATS = 32
 LEVEL_NAMES = ("normal", "soft", "hard", "critical")
+# Below this a limit is a typo ("1" for "1GiB"): the interpreter alone is ~10 MiB, so
+# every sample would be critical and the dump budget spent at once.
+MIN_MEMORY_LIMIT = 16 * 1024 * 1024
+_SESSION_ID_MAX = 64
+_SUFFIX_LEN = 7  # "-" and six hex characters
+
+
+def ordinal(n: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``4th``, ``11th``, ``12th``, ``13th``, ``21st``, ``101st``."""
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def program_stem() -> str:
+    """The running program's name as its user knows it, or ``""`` when there is none.
+
+    ``python -m pkg.tool`` gives ``tool`` (``python -m pkg`` gives ``pkg``); ``python
+    agent.py`` and a console script ``agent`` give ``agent``; ``python -c``, stdin and
+    the REPL give ``""``. A ``__main__.py`` run as a folder or zip app is named after
+    the folder.
+    """
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    if isinstance(name, str):
+        parts = [part for part in name.split(".") if part and part != "__main__"]
+        if parts:
+            return parts[-1]
+    path = getattr(main, "__file__", None)
+    if not isinstance(path, str):
+        argv = getattr(sys, "argv", None)  # absent in some embedding interpreters
+        path = argv[0] if argv and isinstance(argv[0], str) else ""
+    if path in ("", "-", "-c") or path.startswith("<"):  # -c, the REPL; "<stdin>"
+        return ""
+    folder, base = os.path.split(os.path.normpath(path))
+    stem = os.path.splitext(base)[0]
+    if stem == "__main__":
+        stem = os.path.splitext(os.path.basename(folder))[0]
+    return stem
+
+
+def readable_session_id(stem: str) -> str:
+    """``{stem}-{6 hex}``, the stem cut to the session-id alphabet: each run of other
+    characters becomes one ``-``, leading ``.``/``-`` and trailing ``-``/``.`` go, and it
+    is capped so the id is at most 64 characters; ``python`` when nothing is left."""
+    out: list[str] = []
+    for ch in stem:
+        if ch in _SESSION_ID_CHARS:
+            out.append(ch)
+        elif not out or out[-1] != "-":
+            out.append("-")
+    cleaned = "".join(out).lstrip(".-")[: _SESSION_ID_MAX - _SUFFIX_LEN].rstrip(".-")
+    return f"{cleaned or 'python'}-{os.urandom(3).hex()}"
 
 
 def validate_session_id(value: object, what: str = "session_id") -> str:
@@ -145,16 +198,56 @@ def check_thresholds(soft: object, hard: object, critical: object) -> tuple[floa
 
 
 def default_diagnostics_dir(env: Mapping[str, str]) -> str:
+    """``$WATCHDOG_CORE_DIR``, else the default state folder (``state_diagnostics_dir``)."""
     if env.get("WATCHDOG_CORE_DIR"):
         return env["WATCHDOG_CORE_DIR"]
+    return state_diagnostics_dir(env)
+
+
+def state_diagnostics_dir(env: Mapping[str, str]) -> str:
+    """``$XDG_STATE_HOME/watchdog-core/diagnostics`` (default ``~/.local/state/...``):
+    the default, and the last folder tried when the one asked for is refused."""
     state = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return os.path.join(state, "watchdog-core", "diagnostics")
+
+
+def _normalised(name: str, value: object) -> object:
+    """An argument as ``SessionConfig`` would read it, for comparing two calls."""
+    try:
+        if name == "diagnostics_dir" and isinstance(value, (str, os.PathLike)):
+            return os.path.abspath(os.fspath(value))
+        if name in ("memory_limit", "max_bytes") and value is not None:
+            return parse_size(value, name)
+        if name == "suggestion":
+            return _check_suggestion(value)
+    except (TypeError, ValueError):
+        pass
+    return value
+
+
+def differing_arguments(first: Mapping[str, object], again: Mapping[str, object],
+                        defaults: Mapping[str, object]) -> list[str]:
+    """The names of ``again``'s arguments that ask for something ``first`` did not.
+
+    An argument left at its default in ``again`` asks for nothing; one equal to the
+    first call's (``"2GiB"`` and ``2147483648`` are equal, so are two spellings of a
+    path) is no difference either.
+    """
+    out = []
+    for name, value in again.items():
+        default = defaults.get(name)
+        if value is default or _normalised(name, value) == _normalised(name, default):
+            continue
+        if _normalised(name, value) != _normalised(name, first.get(name, default)):
+            out.append(name)
+    return out
 
 
 class SessionConfig:
     """Everything ``start_watchdog()`` was asked for, checked once."""
 
     __slots__ = (
+        "arguments",
         "catch_sigterm",
         "critical",
         "diagnostics_dir",
@@ -205,8 +298,11 @@ class SessionConfig:
         env: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if env is None else env
+        # start_watchdog()'s arguments as given, to tell a repeat call that asks for more.
+        self.arguments: dict[str, object] = {}
         self.session_id = (
-            os.urandom(6).hex() if session_id is None else validate_session_id(session_id)
+            readable_session_id(program_stem()) if session_id is None
+            else validate_session_id(session_id)
         )
         if diagnostics_dir is None:
             diagnostics_dir = default_diagnostics_dir(env)
@@ -226,6 +322,9 @@ class SessionConfig:
         if not 0.01 <= self.interval <= 60:
             raise ValueError(f"interval must be within [0.01, 60] seconds, got {interval!r}")
         self.memory_limit = None if memory_limit is None else parse_size(memory_limit)
+        if self.memory_limit is not None and self.memory_limit < MIN_MEMORY_LIMIT:
+            raise ValueError(f"memory_limit must be at least 16 MiB ({MIN_MEMORY_LIMIT} "
+                             f"bytes), got {memory_limit!r}")
         soft, hard, critical = check_thresholds(soft, hard, critical)
         self.soft, self.hard, self.critical = _env_thresholds(env, soft, hard, critical)
         if isinstance(ring_slots, bool) or not isinstance(ring_slots, int):

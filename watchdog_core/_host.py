@@ -1,6 +1,6 @@
-"""The host side: ``start_watchdog()`` and the handle's hot path (SPEC 3).
+"""The host side: ``start_watchdog()`` and the handle's hot path (README, docs/design.md).
 
-Performance rules (SPEC 9, benchmarks/bench_hot_path.py):
+Performance rules (docs/performance.md, measured by benchmarks/run.py):
 
 * ``record``, the recorder and ``mark`` take no lock, make no syscall and log
   nothing: a slot index comes from ``next(itertools.count())`` (atomic under the
@@ -49,7 +49,7 @@ _fork_hook_installed = False
 
 def _bind_record(w: _writer.RingWriter) -> Callable[..., None]:
     """Build the handle's ``record``: a closure, so a call pays no method binding and
-    reads the writer's fixed parts from cells (SPEC 9; benchmarks/run.py)."""
+    reads the writer's fixed parts from cells (docs/performance.md)."""
     counter = w.counter
     slot_count = w.slot_count
     header_words, slot_words, kind = _HEADER_WORDS, _SLOT_WORDS, _KIND_RECORD
@@ -94,7 +94,11 @@ class Watchdog:
                  shm_name: str | None, process: WatchdogProcess | None,
                  disabled_reason: str | None = None) -> None:
         self.session_id = config.session_id
+        # The folder dumps go to: the one asked for, or the fallback start_watchdog()
+        # chose and warned about (docs/design.md, "Where files go").
         self.diagnostics_dir = config.diagnostics_dir
+        # No folder at all could be used; start_watchdog() has said so once.
+        self._dir_refused = False
         self.shm_name = shm_name
         self.disabled_reason = disabled_reason
         self._config = config
@@ -263,7 +267,7 @@ class Watchdog:
     # -- process lifecycle ---------------------------------------------------------------
 
     def _after_fork_in_child(self) -> None:
-        """In a forked child: write nothing more into the parent's ring (SPEC 3)."""
+        """In a forked child: write nothing more into the parent's ring (docs/design.md)."""
         global _current
         if _current is self:
             _current = None
@@ -351,7 +355,18 @@ def start_watchdog(
 ) -> Watchdog:
     """Start watching this process; returns the :class:`Watchdog` handle.
 
-    Idempotent within a process. ``hang_after``/``idle_after`` (seconds) turn on the
+    Idempotent within a process: a repeat call returns the running handle, with one
+    ``RuntimeWarning`` naming the arguments it ignored when they differ from the first
+    call's (an argument left at its default differs from nothing).
+
+    ``session_id`` defaults to the program's name and 6 random hex characters
+    (``agent-4f3a2c``). Dumps go to ``diagnostics_dir``, else ``$WATCHDOG_CORE_DIR``,
+    else ``$XDG_STATE_HOME/watchdog-core/diagnostics``; a folder refused as unsafe
+    (a symlink, another user's, writable by group or others) or unusable gives way to a
+    private ``watchdog-core-{uid}`` folder inside it, then to the default state folder,
+    with one ``RuntimeWarning`` saying why and where dumps go (``wd.diagnostics_dir``).
+    ``memory_limit`` is bytes or a size string, at least 16 MiB.
+    ``hang_after``/``idle_after`` (seconds) turn on the
     unresponsive dump; ``catch_sigterm`` notes a SIGTERM in the ring before dying of
     it; ``restart`` starts a new watchdog if the first dies (at most 3 times);
     ``stack_signal`` (default SIGUSR2, 0 for none) is the signal on which the host
@@ -364,7 +379,16 @@ def start_watchdog(
     disabled handle and one ``RuntimeWarning``, never an exception.
     """
     global _current, _fork_hook_installed
+    arguments = dict(locals())  # exactly the parameters: nothing else is bound yet
     if _current is not None and not _current._stopped and _current._pid == os.getpid():
+        ignored = _config.differing_arguments(_current._config.arguments, arguments,
+                                              start_watchdog.__kwdefaults__ or {})
+        if ignored:
+            warnings.warn(
+                f"watchdog-core: already watching this process (session "
+                f"{_current.session_id}); start_watchdog() returned that handle and ignored "
+                f"{', '.join(ignored)}, which differ from the first call's (stop() it first "
+                "to start another session)", RuntimeWarning, stacklevel=2)
         return _current
     config = _config.SessionConfig(
         session_id=session_id, diagnostics_dir=diagnostics_dir, interval=interval,
@@ -376,6 +400,7 @@ def start_watchdog(
         catch_sigterm=catch_sigterm, restart=restart, stack_signal=stack_signal,
         large_history_share=large_history_share, max_files=max_files, max_bytes=max_bytes,
     )
+    config.arguments = arguments
     if os.environ.get("WATCHDOG_CORE_DISABLE", "") not in ("", "0"):
         return _disabled(config, "WATCHDOG_CORE_DISABLE is set", warn=False)
     if not sys.platform.startswith(("linux", "darwin")):
@@ -393,6 +418,21 @@ def start_watchdog(
             "SIGTERM on: trap it if the program must see `docker stop`)",
             RuntimeWarning, stacklevel=2,
         )
+    # Where dumps go is settled here, before the ring header (which carries the folder
+    # for the watchdog and for orphan recovery) is written: docs/design.md, "Where
+    # files go".
+    from ._safedir import choose_dir
+
+    requested = config.diagnostics_dir
+    chosen, refusals = choose_dir(requested, _config.state_diagnostics_dir(os.environ))
+    if chosen is None:
+        warnings.warn(f"watchdog-core: no dumps will be written: {'; '.join(refusals)}",
+                      RuntimeWarning, stacklevel=2)
+    else:
+        config.diagnostics_dir = chosen
+        if refusals:
+            warnings.warn(f"watchdog-core: {'; '.join(refusals)}; dumps go to {chosen}",
+                          RuntimeWarning, stacklevel=2)
 
     from . import _shm, _spawn
 
@@ -426,6 +466,7 @@ def start_watchdog(
         writer.detach()
         return _disabled(config, f"cannot start the watchdog process: {exc}")
     handle = Watchdog(config, writer, shm_name, process)
+    handle._dir_refused = chosen is None
     from ._lifecycle import HostHooks
 
     handle._hooks = HostHooks(handle)

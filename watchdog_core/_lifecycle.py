@@ -195,7 +195,11 @@ class HostHooks:
 
     def _install_fault_files(self) -> None:
         config, w = self.config, self.w
+        if self.handle._dir_refused:  # no folder at all: start_watchdog() has said so once
+            return
         try:
+            # The folder start_watchdog() chose (its fallback chain) and checked just now;
+            # opened afresh, so checked again.
             self.dir_fd = open_dir(config.diagnostics_dir)
         except StoreError as exc:
             # The session goes on (the ring, levels, read-ring) but nothing is written there.

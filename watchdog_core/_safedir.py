@@ -3,6 +3,8 @@
 The directory is refused when it is itself a symlink, belongs to another user,
 or is writable by group or others; symlinks among its ancestors are fine.
 Files are then created relative to its descriptor with O_NOFOLLOW | O_EXCL.
+``choose_dir`` is the host's fallback chain when the folder asked for is refused
+(docs/design.md, "Where files go"). Every folder made here is 0700 whatever the umask.
 """
 
 from __future__ import annotations
@@ -25,13 +27,10 @@ class UnsafeDirectoryError(StoreError):
 
 
 def open_dir(path: str) -> int:
-    """A descriptor of ``path``, created 0700 if missing; StoreError if it is unsafe."""
+    """A descriptor of ``path``, created 0700 (with any missing parents) if missing;
+    StoreError if it cannot be used, UnsafeDirectoryError if it is unsafe."""
     try:
-        os.makedirs(os.path.dirname(path), mode=DIR_MODE, exist_ok=True)
-        try:
-            os.mkdir(path, DIR_MODE)
-        except FileExistsError:
-            pass
+        make_dirs(path)
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
@@ -47,6 +46,66 @@ def open_dir(path: str) -> int:
         raise UnsafeDirectoryError(f"{path} is writable by others (mode "
                               f"{stat.S_IMODE(st.st_mode):o}); refusing to write there")
     return fd
+
+
+def make_dirs(path: str) -> None:
+    """Create ``path`` and its missing parents, each 0700 whatever the umask.
+
+    ``os.makedirs`` gives the parents it makes 0777 minus the umask (0777 under
+    ``umask 000``), and a umask can take the owner's bits from ``mkdir`` too. So each
+    folder is made on its own and set to 0700 through a descriptor, only when this call
+    made it: a folder that already existed is never changed.
+    """
+    missing = []  # a loop, not recursion: a 4095-byte path can hold 2,000 levels
+    while not os.path.isdir(path):  # follows symlinks: an ancestor may be one
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, DIR_MODE)
+        except FileExistsError:  # a file or link (open_dir judges), or someone else's mkdir
+            continue
+        try:  # O_NOFOLLOW: never the target of a symlink planted since the mkdir
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # open_dir's own checks judge what is there
+        try:
+            if os.fstat(fd).st_uid == os.geteuid():
+                os.fchmod(fd, DIR_MODE)
+        finally:
+            os.close(fd)
+
+
+def private_subdir(path: str) -> str:
+    """The per-user folder made inside a refused ``path``: ``watchdog-core-{uid}``."""
+    return os.path.join(path, f"watchdog-core-{os.geteuid()}")
+
+
+def choose_dir(requested: str, state_dir: str) -> tuple[str | None, list[str]]:
+    """Where dumps go, tried in order: ``requested``; a private per-user subfolder
+    inside it (``private_subdir``), unless it is a symlink; ``state_dir`` (the default
+    state folder).
+
+    The first that ``open_dir`` accepts wins (made 0700 if missing; one made by another
+    user, a symlink or one open to others is refused like any other). Returns that
+    folder, or None when all were refused, and why each folder tried before it was
+    refused, one sentence each.
+    """
+    refusals: list[str] = []
+    # A folder that is itself a symlink may lead anywhere (that is why it is refused):
+    # nothing of ours goes through it, a subfolder included.
+    inside = () if os.path.islink(requested) else (private_subdir(requested),)
+    for candidate in dict.fromkeys((requested, *inside, state_dir)):
+        try:
+            os.close(open_dir(candidate))
+        except StoreError as exc:
+            refusals.append(str(exc))
+            continue
+        return candidate, refusals
+    return None, refusals
 
 
 def private_file_name(kind: str, session_id: str, host_pid: int, nonce: int = 0) -> str:

@@ -140,8 +140,10 @@ class RingWriter:
             self.sync()
             column = len(self.names)
             if column >= MAX_STATS:
+                from ._config import ordinal  # the error path only
+
                 raise ValueError(f"at most {MAX_STATS} distinct stat names per session; "
-                                 f"{name!r} would be the {column + 1}th")
+                                 f"{name!r} would be the {ordinal(column + 1)}")
             at = NAMES_AT + column * NAME_SIZE
             self.buf[at : at + NAME_SIZE] = raw.ljust(NAME_SIZE, b"\0")
             self.values.append(0)

@@ -19,7 +19,9 @@ from watchdog_core import PressureLevel, start_watchdog
 def test_start_is_idempotent_and_stop_is_too(tmp_path: Path) -> None:
     wd = start_watchdog(diagnostics_dir=tmp_path / "d")
     try:
-        assert start_watchdog(diagnostics_dir=tmp_path / "other") is wd
+        with pytest.warns(RuntimeWarning, match="diagnostics_dir"):  # ignored: said once
+            assert start_watchdog(diagnostics_dir=tmp_path / "other") is wd
+        assert start_watchdog(diagnostics_dir=tmp_path / "d") is wd  # the same: quiet
         assert wd.watchdog_alive
         assert segment_exists(str(wd.shm_name))
     finally:

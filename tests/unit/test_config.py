@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import re
+import warnings
+from pathlib import Path
+
 import pytest
 
-from watchdog_core._config import SessionConfig, parse_size, validate_session_id
+from watchdog_core import _writer, start_watchdog
+from watchdog_core._config import (
+    MIN_MEMORY_LIMIT,
+    SessionConfig,
+    differing_arguments,
+    ordinal,
+    parse_size,
+    validate_session_id,
+)
 
 
 @pytest.mark.parametrize("good", ["abc", "a.b-c_d", "X" * 64, "0"])
@@ -60,7 +72,8 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs: dict, name: str) ->
 def test_defaults_and_directory_resolution(tmp_path) -> None:
     c = SessionConfig(env={"XDG_STATE_HOME": str(tmp_path)})
     assert c.diagnostics_dir == str(tmp_path / "watchdog-core" / "diagnostics")
-    assert len(c.session_id) == 12 and (c.soft, c.hard, c.critical) == (0.5, 0.65, 0.8)
+    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*-[0-9a-f]{6}", c.session_id)
+    assert (c.soft, c.hard, c.critical) == (0.5, 0.65, 0.8)
     c = SessionConfig(env={"WATCHDOG_CORE_DIR": str(tmp_path / "x")})
     assert c.diagnostics_dir == str(tmp_path / "x")
     c = SessionConfig(diagnostics_dir="rel", env={})
@@ -79,3 +92,80 @@ def test_bad_threshold_environment_warns_once_and_keeps_defaults(env: dict) -> N
         c = SessionConfig(env=env)
     assert len(caught) == 1
     assert (c.soft, c.hard, c.critical) == (0.5, 0.65, 0.8)
+
+
+@pytest.mark.parametrize("limit", [1, 1024, "1KiB", "1", "16000000", MIN_MEMORY_LIMIT - 1,
+                                   "15.9MiB", "16MB"])
+def test_a_memory_limit_below_16_mib_is_refused(limit: object) -> None:
+    with pytest.raises(ValueError, match="memory_limit must be at least 16 MiB"):
+        SessionConfig(env={}, memory_limit=limit)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("limit", [MIN_MEMORY_LIMIT, "16MiB", "16M", "2GiB"])
+def test_a_memory_limit_of_16_mib_and_above_is_accepted(limit: object) -> None:
+    assert SessionConfig(env={}, memory_limit=limit).memory_limit == parse_size(limit)  # type: ignore[arg-type]
+
+
+def test_start_watchdog_refuses_a_one_byte_limit_before_starting(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="memory_limit"):
+        start_watchdog(diagnostics_dir=tmp_path / "d", memory_limit=1)
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(("n", "text"), [
+    (1, "1st"), (2, "2nd"), (3, "3rd"), (4, "4th"), (11, "11th"), (12, "12th"),
+    (13, "13th"), (21, "21st"), (22, "22nd"), (23, "23rd"), (33, "33rd"), (101, "101st"),
+    (111, "111th"), (112, "112th"), (0, "0th"),
+])
+def test_ordinals(n: int, text: str) -> None:
+    assert ordinal(n) == text
+
+
+def test_the_33rd_stat_name_is_called_the_33rd() -> None:
+    writer = _writer.RingWriter(None, 16)
+    for i in range(32):
+        writer.add_name(f"s{i}")
+    with pytest.raises(ValueError, match=r"'s32' would be the 33rd$"):
+        writer.add_name("s32")
+
+
+DEFAULTS = start_watchdog.__kwdefaults__ or {}
+
+
+@pytest.mark.parametrize(("first", "again", "differ"), [
+    ({}, {}, []),
+    ({"diagnostics_dir": "/a"}, {}, []),  # a repeat call with defaults asks for nothing
+    ({"diagnostics_dir": "/a"}, {"diagnostics_dir": Path("/a")}, []),
+    ({"diagnostics_dir": "/a"}, {"diagnostics_dir": "/b"}, ["diagnostics_dir"]),
+    ({}, {"diagnostics_dir": "/b"}, ["diagnostics_dir"]),
+    ({"memory_limit": "2GiB"}, {"memory_limit": 2 << 30}, []),
+    ({"memory_limit": "2GiB"}, {"memory_limit": "3GiB", "interval": 1.0},
+     ["interval", "memory_limit"]),
+    ({"interval": 1.0}, {"interval": 0.25}, []),  # the default, as if left out
+    ({"suggestion": "x"}, {"suggestion": dict.fromkeys(("normal", "soft", "hard",
+                                                        "critical"), "x")}, []),
+    ({"memory_limit": "2GiB"}, {"memory_limit": "lots"}, ["memory_limit"]),
+])
+def test_differing_arguments(first: dict, again: dict, differ: list) -> None:
+    first = {**DEFAULTS, **first}
+    again = {**DEFAULTS, **again}
+    assert sorted(differing_arguments(first, again, DEFAULTS)) == differ
+
+
+def test_a_repeat_start_warns_once_naming_what_it_ignored(tmp_path: Path) -> None:
+    wd = start_watchdog(diagnostics_dir=tmp_path / "d", memory_limit="1GiB")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # identical or default-only: no warning
+            assert start_watchdog(diagnostics_dir=tmp_path / "d", memory_limit="1GiB") is wd
+            assert start_watchdog(diagnostics_dir=str(tmp_path / "d")) is wd
+            assert start_watchdog() is wd
+        with pytest.warns(RuntimeWarning) as caught:
+            assert start_watchdog(diagnostics_dir=tmp_path / "other", memory_limit="1GiB",
+                                  interval=1.0) is wd
+        assert len(caught) == 1
+        message = str(caught[0].message)
+        assert "diagnostics_dir, interval" in message and "memory_limit" not in message
+        assert wd.diagnostics_dir == str(tmp_path / "d")
+    finally:
+        wd.stop()
