@@ -37,11 +37,13 @@ from collections.abc import Callable
 
 from . import _attribution, _reader, _ring, _shm
 from ._attribution import OomEvidence
+from ._safedir import private_file_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._diagnostics import Diagnostics
     from ._report import DumpWriter
+    from ._store import DiagnosticsDir as _Store
 
 CRASH_SIGNALS = frozenset(
     {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
@@ -281,6 +283,30 @@ def decode_verdict(word: int, image: _reader.RingImage) -> Verdict | None:
     return v
 
 
+class HostFiles:
+    """The host's private files beside the dumps, named from its ring header: the crash
+    file (faulthandler), the stacks file (the stack signal) and the exception file (an
+    uncaught exception's frames). Read at its death, removed with the rest of the
+    evidence once the postmortem is on disk."""
+
+    def __init__(self, session_id: str, host_pid: int, nonce: int) -> None:
+        self.crash = private_file_name("crash", session_id, host_pid, nonce)
+        self.stacks = private_file_name("stacks", session_id, host_pid, nonce)
+        self.exception = private_file_name("exception", session_id, host_pid, nonce)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.crash, self.stacks, self.exception)
+
+    def read(self, store: _Store, flags: int) -> tuple[str | None, str | None]:
+        """(crash text, exception frames text), each None unless the ring's flags say the
+        host wrote it."""
+        crash = store.read_private(self.crash) if flags & _ring.FLAG_CRASH_FILE else None
+        frames = (store.read_private(self.exception, 64 * 1024)
+                  if flags & _ring.FLAG_EXCEPTION else None)
+        return crash, frames
+
+
 # -- the state machine ------------------------------------------------------------------
 
 class Death:
@@ -288,7 +314,7 @@ class Death:
 
     The state lives in the ring header (``W_DEATH``), so a recoverer that takes over
     from a watchdog that died midway knows what is done. ``writer`` is the session's
-    ``_report.DumpWriter``; ``private_files`` the host's crash and stacks files.
+    ``_report.DumpWriter``; ``private_files`` the names of the host's ``HostFiles``.
     """
 
     def __init__(self, *, words: memoryview, shm_name: str, host_pid: int,

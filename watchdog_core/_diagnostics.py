@@ -87,11 +87,23 @@ class MemoryInfo(_Model):
                                    description="every limit considered, by source, bytes")
 
 
+class CodeFrame(_Model):
+    """One frame of a traceback: where in the code, never what values it held."""
+
+    file: str
+    line: int | None = None
+    function: str
+
+
 class HostExit(_Model):
     kind: ExitKind
     signal: str | None = None
     exit_code: int | None = None
     exception: str | None = Field(None, description="type name of an uncaught exception")
+    frames: list[CodeFrame] = Field(
+        default_factory=list, description="where the uncaught exception was raised: its "
+        "traceback's frames, outermost first, as file, line and function (no message, no "
+        "values)")
     evidence: list[str] = Field(default_factory=list)
     confidence: Confidence = Field(
         "unknown", description="certain: a wait status (the parent's, the zombie's or the "
@@ -138,7 +150,14 @@ class RingInfo(_Model):
 
 class Responsiveness(_Model):
     state: Literal["unresponsive", "recovered"]
-    reason: Literal["heartbeat", "idle"]
+    reason: Literal["gil-held", "main-thread-stuck", "idle"] = Field(
+        description="gil-held: no Python ran for hang_after (the heartbeat thread could not "
+        "get the GIL); main-thread-stuck: the main thread burned CPU without leaving its "
+        "innermost frame for hang_after; idle: no record()/mark() for idle_after")
+    main_thread: str | None = Field(None, description="the main thread's id as the stacks "
+                                    "file prints it (faulthandler's 'Thread 0x...')")
+    main_thread_cpu: float | None = Field(None, description="main-thread-stuck: the share of "
+                                          "one CPU the main thread used while stuck")
     heartbeat_age: float | None = Field(None, description="seconds since the host's "
                                         "heartbeat thread last ran")
     idle_seconds: float | None = Field(None, description="seconds without record()/mark()")

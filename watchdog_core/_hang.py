@@ -1,12 +1,17 @@
-"""Is the host still responding? And if not, where is it stuck? (issue 4)
+"""Is the host still responding? And if not, where is it stuck? (docs/hangs.md)
 
-Two signs, both opt-in because busy or idle hosts are normal:
+Three signs, all opt-in because busy or idle hosts are normal:
 
-* ``hang_after``: the host's heartbeat thread has not written the ring for that long.
-  The thread needs the GIL, so this catches an interpreter that cannot run Python
-  at all: the GIL held inside a C call, a stopped process.
-* ``idle_after``: no ``record()``/``mark()`` for that long: a deadlocked main thread
-  whose other threads still run.
+* ``gil-held`` (``hang_after``): the host's heartbeat thread has not written the ring
+  for that long. The thread needs the GIL, so this catches an interpreter that cannot
+  run Python at all: the GIL held inside a C call, a stopped process.
+* ``main-thread-stuck`` (``hang_after``): a busy loop in pure Python lets the heartbeat
+  run, so it is caught another way: the main thread has not left its innermost frame
+  for that long (the host's heartbeat notes when that frame changed) while it kept at
+  least half a CPU busy (its own utime+stime, read here). A main thread that waits
+  (for a model's reply, on ``input()``, in an idle kernel) burns no CPU and is not hung.
+* ``idle`` (``idle_after``): no ``record()``/``mark()`` for that long: a deadlocked main
+  thread whose other threads still run.
 
 The stacks come from the host itself: it registered ``faulthandler`` for the stack
 signal, whose C-level handler writes every thread's stack even while the GIL is
@@ -15,53 +20,114 @@ held. The watchdog sends the signal through the host's pidfd (no pid-reuse race)
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import time
 
-from . import _ring
+from . import _procfs, _ring
 from ._attribution import signal_caught
 from ._diagnostics import Responsiveness
 from ._store import DiagnosticsDir
 
 STACKS_WAIT = 2.0  # seconds to wait for faulthandler's stacks to land in the file
 STACKS_SETTLE = 0.05  # the file counts as complete once it stopped growing this long
+BUSY_SHARE = 0.5  # of one CPU: below it the main thread is waiting, not stuck
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+class MainThread:
+    """The host's main thread as the watchdog sees it: how long it has been in its
+    innermost frame (a word the host's heartbeat writes) and how busy it was then."""
+
+    def __init__(self, host_pid: int, tid: int, ident: int, hang_after: float) -> None:
+        self.stat_path = f"/proc/{host_pid}/task/{tid}/stat"
+        self.ident = ident
+        self.hang_after = hang_after
+        self.since_ns = 0
+        # (monotonic time, CPU seconds) since the frame appeared, the oldest dropped
+        # once a newer one still covers hang_after: the share is over the last stretch.
+        self.cpu: collections.deque[tuple[float, float]] = collections.deque()
+
+    @property
+    def thread_id(self) -> str:
+        """The id faulthandler prints for this thread ("Thread 0x00007f...")."""
+        return f"0x{self.ident:016x}"
+
+    def stuck(self, since_ns: int, now: float) -> float | None:
+        """The main thread's CPU share while it has been in one frame longer than
+        hang_after, if it was busy (>= BUSY_SHARE); None when it is not stuck."""
+        cpu = self._cpu_seconds()
+        if cpu is None or not since_ns:
+            self.cpu.clear()
+            return None
+        if since_ns != self.since_ns:  # it left its frame: start over
+            self.since_ns = since_ns
+            self.cpu.clear()
+        self.cpu.append((now, cpu))
+        while len(self.cpu) > 2 and now - self.cpu[1][0] >= self.hang_after:
+            self.cpu.popleft()
+        first_t, first_cpu = self.cpu[0]
+        if now - since_ns / 1e9 <= self.hang_after or now - first_t < self.hang_after / 2:
+            return None
+        share = (cpu - first_cpu) / (now - first_t)
+        return round(share, 2) if share >= BUSY_SHARE else None
+
+    def _cpu_seconds(self) -> float | None:
+        raw = _procfs.read(self.stat_path)
+        if raw is None:
+            return None
+        try:
+            fields = raw[raw.rindex(b")") + 2 :].split()
+            return (int(fields[11]) + int(fields[12])) / _TICKS  # utime 14, stime 15
+        except (ValueError, IndexError):
+            return None
 
 
 class HangDetector:
-    """Turns heartbeat and record times into unresponsive/recovered events."""
+    """Turns heartbeat, frame and record times into unresponsive/recovered events."""
 
     def __init__(self, hang_after: float | None, idle_after: float | None) -> None:
         self.hang_after = hang_after
         self.idle_after = idle_after
         self.started = time.monotonic()
         self.unresponsive_since: float | None = None
-        self.reason = "heartbeat"
+        self.reason = "gil-held"
         self.recovery: Responsiveness | None = None  # noted in the next dump, then cleared
+        self.main: MainThread | None = None  # hang_after, once the host published it
 
     @property
     def enabled(self) -> bool:
         return bool(self.hang_after or self.idle_after)
 
-    def check(self, heartbeat_ns: int, last_activity: float) -> Responsiveness | None:
+    def watch_main_thread(self, host_pid: int, tid: int, ident: int) -> None:
+        if self.hang_after and tid and self.main is None:
+            self.main = MainThread(host_pid, tid, ident, self.hang_after)
+
+    def check(self, heartbeat_ns: int, last_activity: float,
+              main_since_ns: int = 0) -> Responsiveness | None:
         """Returns a Responsiveness when the host has just become unresponsive.
 
         ``heartbeat_ns`` is the host's last CLOCK_MONOTONIC heartbeat (0 before the
-        first); ``last_activity`` the monotonic time the newest record appeared.
+        first); ``last_activity`` the monotonic time the newest record appeared;
+        ``main_since_ns`` when the main thread's innermost frame appeared (0: unknown).
         """
         now = time.monotonic()
         beat = heartbeat_ns / 1e9 if heartbeat_ns else self.started
         heartbeat_age = max(0.0, now - beat)
         idle = max(0.0, now - max(last_activity, self.started))
         stale = bool(self.hang_after and heartbeat_age > self.hang_after)
+        busy = None if stale or self.main is None else self.main.stuck(main_since_ns, now)
         quiet = bool(self.idle_after and idle > self.idle_after)
-        if stale or quiet:
+        if stale or busy is not None or quiet:
             if self.unresponsive_since is not None:
                 return None  # one dump per episode
             self.unresponsive_since = now
-            self.reason = "heartbeat" if stale else "idle"
+            self.reason = ("gil-held" if stale else "main-thread-stuck" if busy is not None
+                           else "idle")
             return Responsiveness(state="unresponsive", reason=self.reason,
-                                  heartbeat_age=round(heartbeat_age, 3),
+                                  main_thread=self.main.thread_id if self.main else None,
+                                  main_thread_cpu=busy, heartbeat_age=round(heartbeat_age, 3),
                                   idle_seconds=round(idle, 3))
         if self.unresponsive_since is not None:
             self.recovery = Responsiveness(

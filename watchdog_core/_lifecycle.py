@@ -12,7 +12,10 @@
   stack signal (SIGUSR2 by default), which the watchdog sends when the host
   stops responding; faulthandler's C handler works even while the GIL is held;
 * a heartbeat thread writes ``CLOCK_MONOTONIC`` into the ring every second and
-  restarts a watchdog that died (a few times at most);
+  restarts a watchdog that died (a few times at most); with ``hang_after`` it also
+  notes when the main thread's innermost frame last changed (docs/hangs.md);
+* an uncaught exception's frames (file, line, function: code, no values) go to a
+  private file beside the dumps, for the postmortem;
 * with ``catch_sigterm=True``, SIGTERM is noted in the ring, then re-raised.
 
 The first rule: what we install must never hurt the host. A handler is installed only
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
     from ._host import Watchdog
 
 MAX_RESTARTS = 3
+MAX_FRAMES = 64  # of an uncaught exception's traceback, the innermost kept
 RESTART_SPACING = 2.0  # seconds between two restarts of a dying watchdog
 
 # -- process-wide hooks: installed once, dispatching to the running session --------------
@@ -79,7 +83,7 @@ class _ExceptHook:
         session = _session
         try:
             if session is not None:
-                session.note_exception(exc_type, in_thread=False)
+                session.note_exception(exc_type, in_thread=False, tb=tb)
         finally:  # the host's hook runs whatever happened here
             self.previous(exc_type, exc, tb)
 
@@ -168,6 +172,11 @@ class HostHooks:
         self.sigterm_caught = False  # _on_sigterm is installed for this session
         self.restarts = 0
         self.last_restart = 0.0
+        # hang_after: the main thread, and its innermost frame as the heartbeat last saw
+        # it. Held, not just its id(): a frame freed and a new one allocated at the same
+        # address would look like a thread that never left its frame.
+        self.main_ident = 0
+        self.main_frame: object = None
         self.running = True
         # stop() releases `_wake` so the heartbeat ends at once, and waits for it on
         # `_beating` (held while the thread runs): one heartbeat thread at a time.
@@ -185,6 +194,8 @@ class HostHooks:
         self._install_fault_files()
         if self.config.catch_sigterm:
             self._install_sigterm()
+        if self.config.hang_after:
+            self._find_main_thread()
         self._beating.acquire()
         try:
             _thread.start_new_thread(self._heartbeat, ())
@@ -240,6 +251,18 @@ class HostHooks:
         self.stack_seen = _signal.getsignal(signum)
         w.set_flag(_ring.FLAG_STACK_SIGNAL)
 
+    def _find_main_thread(self) -> None:
+        """Publish the main thread's ids: the watchdog reads its CPU time by the kernel's
+        id and finds its stack in faulthandler's output by the pthread id."""
+        threading: Any = sys.modules.get("threading")
+        if threading is None:  # rare (the host started no thread through it): 2.5 ms
+            import threading
+        main = threading.main_thread()
+        self.main_ident = main.ident or 0
+        words = self.w.words
+        words[_ring.W_MAIN_TID] = main.native_id or 0
+        words[_ring.W_MAIN_IDENT] = self.main_ident
+
     def _install_sigterm(self) -> None:
         current = _signal.getsignal(_signal.SIGTERM)
         if current is _on_sigterm:  # left by an earlier session (stopped off the main thread)
@@ -257,9 +280,11 @@ class HostHooks:
             return
         self.sigterm_caught = True
 
-    def note_exception(self, exc_type: object, *, in_thread: bool) -> None:
+    def note_exception(self, exc_type: object, *, in_thread: bool,
+                       tb: TracebackType | None = None) -> None:
         """For our excepthooks: the type's name only, never the message (messages can
-        hold secrets). Never raises: the host's own hook is called next."""
+        hold secrets), and where it was raised. Never raises: the host's own hook is
+        called next."""
         name = getattr(exc_type, "__qualname__", None)
         if not isinstance(name, str) or not self.active():
             return
@@ -267,8 +292,34 @@ class HostHooks:
             if in_thread:
                 self.w.set_thread_exception(name)
             else:
+                self._save_frames(tb)
                 self.w.set_exception(name)
         except (TypeError, ValueError):  # detached between the check and the write
+            pass
+
+    def _save_frames(self, tb: TracebackType | None) -> None:
+        """The traceback's frames, one ``line<TAB>function<TAB>file`` per line, outermost
+        first, into the session's private exception file. The innermost MAX_FRAMES are
+        kept (a RecursionError has a thousand)."""
+        if tb is None or self.dir_fd < 0:
+            return
+        lines = []
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            where = code.co_filename.replace("\t", "?").replace("\n", "?")
+            function = getattr(code, "co_qualname", code.co_name)  # 3.11+: Class.method
+            lines.append(f"{tb.tb_lineno}\t{function}\t{where}")
+            tb = tb.tb_next
+        if len(lines) > MAX_FRAMES:
+            lines[: -MAX_FRAMES] = [f"# {len(lines) - MAX_FRAMES} frames omitted"]
+        try:
+            fd = create_private_file(self.dir_fd, private_file_name(
+                "exception", self.config.session_id, self.pid, self.nonce))
+            try:
+                os.write(fd, ("\n".join(lines) + "\n").encode("utf-8", "replace"))
+            finally:
+                os.close(fd)
+        except OSError:  # a full disk: the type name in the ring still says what it was
             pass
 
     # -- running -----------------------------------------------------------------------
@@ -286,6 +337,8 @@ class HostHooks:
             while self.active():
                 try:
                     self.w.words[_ring.W_HEARTBEAT] = time.monotonic_ns()
+                    if self.main_ident:
+                        self._watch_main_frame()
                     if self.stack_registered and not self.stack_lost:
                         self._check_stack_signal()
                     self._reap_or_restart()
@@ -294,7 +347,17 @@ class HostHooks:
                 if self._wake.acquire(True, period):
                     return
         finally:
+            self.main_frame = None  # let its locals go
             self._beating.release()
+
+    def _watch_main_frame(self) -> None:
+        # A busy loop in pure Python lets this thread run (the GIL switches every 5 ms),
+        # so the heartbeat stays fresh; what gives it away is a main thread that never
+        # leaves its innermost frame while it burns CPU. The watchdog reads the CPU.
+        frame = sys._current_frames().get(self.main_ident)
+        if frame is not self.main_frame:
+            self.main_frame = frame
+            self.w.words[_ring.W_MAIN_FRAME_SINCE] = time.monotonic_ns()
 
     def _check_stack_signal(self) -> None:
         # A host that calls signal.signal() for the stack signal after us (a gunicorn
@@ -390,12 +453,17 @@ class HostHooks:
         for attr, kind in (("crash_fd", "crash"), ("stacks_fd", "stacks")):
             if getattr(self, attr) >= 0:
                 self._close_fd(attr)
-                try:
-                    os.unlink(private_file_name(kind, self.config.session_id, self.pid, self.nonce),
-                              dir_fd=self.dir_fd)
-                except OSError:
-                    pass
+                self._remove_private(kind)
+        if self.dir_fd >= 0:  # an exception a REPL survived left its frames
+            self._remove_private("exception")
         self._close_fd("dir_fd")
+
+    def _remove_private(self, kind: str) -> None:
+        try:
+            os.unlink(private_file_name(kind, self.config.session_id, self.pid, self.nonce),
+                      dir_fd=self.dir_fd)
+        except OSError:
+            pass
 
     def after_fork_in_child(self) -> None:
         """A forked child must not write its crashes into the parent's files, and writes
@@ -406,6 +474,7 @@ class HostHooks:
         if _session is self:
             _session = None
         self._release_faulthandler(in_child=True)
+        self.main_frame = None
         for attr in ("crash_fd", "stacks_fd", "dir_fd"):
             self._close_fd(attr)
 

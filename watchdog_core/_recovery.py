@@ -22,7 +22,6 @@ import os
 from . import _death, _reader, _ring, _shm
 from ._attribution import OomEvidence
 from ._report import DumpWriter
-from ._safedir import private_file_name
 
 
 def _boot_id() -> str:
@@ -94,13 +93,11 @@ def recover(name: str, image: _reader.RingImage, image_bytes: bytes, words: memo
     remove it once that is on disk. Returns (the postmortem's path, the outcome)."""
     writer = DumpWriter(image, {}, argv=[])  # the host is gone: its pid may be another's
     store = writer.store
-    crash_name = private_file_name("crash", image.session_id, image.host_pid, image.nonce)
-    stacks_name = private_file_name("stacks", image.session_id, image.host_pid, image.nonce)
+    files = _death.HostFiles(image.session_id, image.host_pid, image.nonce)
     death = _death.Death(words=words, shm_name=name, host_pid=image.host_pid,
                          start_ticks=image.host_start_ticks, pidfd=-1,
-                         private_files=(crash_name, stacks_name), segment_fd=claim)
-    crash_text = (store.read_private(crash_name)
-                  if image.flags & _ring.FLAG_CRASH_FILE else None)
+                         private_files=files.names, segment_fd=claim)
+    crash_text, frames_text = files.read(store, image.flags)
     note = (f"recovered by pid {os.getpid()}: neither the host nor its watchdog holds "
             "the ring any more")
     verdict = (_death.decode_verdict(image.verdict_word, image)
@@ -124,7 +121,8 @@ def recover(name: str, image: _reader.RingImage, image_bytes: bytes, words: memo
             return None, "kept"  # the disk still refuses: keep everything for the next try
     verdict.evidence[:0] = [note]
     dump, wall_ns = writer.postmortem(verdict, None, image, [], 0, crash_text=crash_text,
-                                      trigger="recovered", status=image.status)
+                                      frames_text=frames_text, trigger="recovered",
+                                      status=image.status)
     path = death.write(writer, dump, wall_ns, buf)
     if path is not None or writer.refused:  # a refused directory will not get better
         death.release(store.remove_private)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from . import __version__, _levels, _reader
 from ._diagnostics import (
+    CodeFrame,
     Diagnostics,
     HostExit,
     HostInfo,
@@ -109,6 +110,7 @@ class DumpWriter:
     def postmortem(self, verdict: Verdict, reading: Reading | None,
                    image: _reader.RingImage, timeline: list[tuple[float, int, float]],
                    last_record_wall_ns: int, *, crash_text: str | None = None,
+                   frames_text: str | None = None,
                    trigger: str = "host-died", status: _reader.Status | None = None,
                    ) -> tuple[Diagnostics, int]:
         """The dead host's postmortem, built but not written: (dump, wall-clock ns).
@@ -119,7 +121,8 @@ class DumpWriter:
         wall_ns = time.time_ns()
         host_exit = HostExit(kind=verdict.kind, signal=verdict.signal,
                              exit_code=verdict.exit_code, exception=verdict.exception,
-                             evidence=verdict.evidence, confidence=verdict.confidence)
+                             evidence=verdict.evidence, confidence=verdict.confidence,
+                             frames=parse_frames(frames_text))
         dump = self._build(trigger, reading, image, timeline, wall_ns, last_record_wall_ns,
                            alive=False, exit=host_exit)
         dump.crash_traceback = crash_text or None
@@ -303,6 +306,20 @@ def say(message: str) -> None:
         print(f"watchdog-core: {message}", file=sys.stderr, flush=True)
     except (OSError, ValueError):
         pass
+
+
+def parse_frames(text: str | None) -> list[CodeFrame]:
+    """The host's exception file (``line<TAB>function<TAB>file`` per frame, outermost
+    first; ``# ...`` notes) as frames. A line that does not parse is skipped."""
+    frames = []
+    for line in (text or "").splitlines():
+        parts = line.split("\t", 2)
+        if line.startswith("#") or len(parts) != 3:
+            continue
+        lineno, function, file = parts
+        frames.append(CodeFrame(file=file, line=int(lineno) if lineno.isdigit() else None,
+                                function=function))
+    return frames
 
 
 def _timeline_points(timeline: list[tuple[float, int, float]]) -> list[TimelinePoint]:

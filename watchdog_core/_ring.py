@@ -40,7 +40,7 @@ SESSION_ID_AT, SESSION_ID_SIZE = 128, 72
 # Dynamic words: index into the mapping seen as unsigned 64-bit words.
 W_NAME_COUNT = 32  # stat names registered (host)
 W_FLAGS = 33  # FLAG_* bits (host)
-W_HEARTBEAT = 34  # host heartbeat, CLOCK_MONOTONIC ns (host, issue 4)
+W_HEARTBEAT = 34  # host heartbeat, CLOCK_MONOTONIC ns (host)
 W_WATCHDOG_PID = 35  # pid of the watchdog attached to this ring (watchdog)
 W_REQUEST = 36  # manual dump requests made (host)
 W_REQUEST_DONE = 37  # manual dump requests answered (watchdog)
@@ -57,6 +57,10 @@ W_STACK_REQUESTS = 47  # stack dumps asked of the host by signal (watchdog)
 W_DEATH = 48  # how far the host's death has been handled: DEATH_* (watchdog)
 W_VERDICT = 49  # the watchdog's verdict on that death, see _death.encode_verdict (watchdog)
 W_NONCE = 50  # random, names the host's private files beside the dumps (host, once)
+# hang_after only (docs/hangs.md): is the main thread stuck in one frame?
+W_MAIN_FRAME_SINCE = 51  # CLOCK_MONOTONIC ns the main thread's innermost frame appeared (host)
+W_MAIN_TID = 52  # the main thread's kernel thread id, for its CPU time (host, once)
+W_MAIN_IDENT = 53  # the main thread's pthread id, as faulthandler prints it (host, once)
 
 # W_DEATH: each step is written before the next begins, so a recoverer taking over a
 # ring whose watchdog died midway knows what is already done (docs/design.md).
@@ -73,8 +77,8 @@ FEATURE_LOCKS = 1  # host and watchdog hold the segment's locks for their lifeti
 FLAG_EXITING = 1  # atexit ran: the interpreter is shutting down
 FLAG_STOPPED = 2  # stop() was called: a clean end, no postmortem
 FLAG_EXCEPTION = 4  # sys.excepthook saw an uncaught exception; its type is in the header
-FLAG_CRASH_FILE = 8  # faulthandler writes to the session's crash file (issue 4)
-FLAG_STACK_SIGNAL = 16  # faulthandler dumps stacks on the stack signal (issue 4)
+FLAG_CRASH_FILE = 8  # faulthandler writes to the session's crash file
+FLAG_STACK_SIGNAL = 16  # faulthandler dumps stacks on the stack signal
 FLAG_FOREIGN_FAULTHANDLER = 32  # the host had enabled faulthandler itself: left alone
 FLAG_STACK_SIGNAL_TAKEN = 64  # the host already handles the stack signal: not registered
 FLAG_SIGTERM = 128  # catch_sigterm: SIGTERM arrived (the handler then re-raises it)

@@ -24,7 +24,6 @@ from ._grading import Grading, Reading
 from ._hang import HangDetector, collect_stacks, stack_signal_refusal
 from ._levels import PressureLevel
 from ._report import DumpWriter, say
-from ._safedir import private_file_name
 from ._sampling import HostProbe, HostSample, SystemProbe
 
 
@@ -67,13 +66,11 @@ class Watcher:
         self.oom = _attribution.OomWatch(self.host_pid)
         self.writer = DumpWriter(header, suggestions, self.probe)
         self.hang = HangDetector(self.config.hang_after, self.config.idle_after)
-        nonce = int(self.words[_ring.W_NONCE])
-        self.crash_file = private_file_name("crash", header.session_id, self.host_pid, nonce)
-        self.stacks_file = private_file_name("stacks", header.session_id, self.host_pid, nonce)
+        self.files = _death.HostFiles(header.session_id, self.host_pid,
+                                      int(self.words[_ring.W_NONCE]))
         self.death = _death.Death(words=self.words, shm_name=shm_name, host_pid=self.host_pid,
                                   start_ticks=header.host_start_ticks, pidfd=pidfd,
-                                  private_files=(self.crash_file, self.stacks_file),
-                                  segment_fd=lock_fd)
+                                  private_files=self.files.names, segment_fd=lock_fd)
         # Locks say whether the host lives and still runs our program (an exec drops its
         # lock); a ring made without them cannot tell, and signals are then not sent.
         self.locks = bool(header.features & _ring.FEATURE_LOCKS) and lock_fd >= 0
@@ -144,7 +141,7 @@ class Watcher:
     def check_responsiveness(self, reading: Reading) -> None:
         if not self.hang.enabled:
             return
-        event = self.hang.check(self.words[_ring.W_HEARTBEAT], self.last_activity)
+        event = self._check_hang()
         if event is None:
             return
         flags = self.words[_ring.W_FLAGS]
@@ -156,7 +153,7 @@ class Watcher:
         if refusal is None:
             def stacks() -> str | None:
                 self.words[_ring.W_STACK_REQUESTS] += 1
-                text = collect_stacks(self.writer.store, self.stacks_file, self.host_pid,
+                text = collect_stacks(self.writer.store, self.files.stacks, self.host_pid,
                                       self.pidfd, signum)
                 if text is None:
                     event.stacks_missing = "the host wrote no stacks within 2 s"
@@ -164,6 +161,14 @@ class Watcher:
         else:
             event.stacks_missing = refusal
         self.dump("unresponsive", reading, responsiveness=event, stacks=stacks)
+
+    def _check_hang(self) -> Responsiveness | None:
+        words = self.words
+        if self.hang.main is None:  # the host publishes its main thread once it is set up
+            self.hang.watch_main_thread(self.host_pid, words[_ring.W_MAIN_TID],
+                                        words[_ring.W_MAIN_IDENT])
+        return self.hang.check(words[_ring.W_HEARTBEAT], self.last_activity,
+                               words[_ring.W_MAIN_FRAME_SINCE])
 
     def answer_requests(self) -> None:
         request = self.words[_ring.W_REQUEST]
@@ -175,7 +180,7 @@ class Watcher:
             reason = _request_reason(self.buf) or "manual"
             event = None
             if self.hang.enabled:  # bring the state up to date: a recovery is noted here
-                event = self.hang.check(self.words[_ring.W_HEARTBEAT], self.last_activity)
+                event = self._check_hang()
             name = self.dump("manual", reading, reason=reason, responsiveness=event)
         self._set_last_dump(name or "")
         self.words[_ring.W_REQUEST_DONE] = request
@@ -217,12 +222,12 @@ class Watcher:
         death = self.death
         image = self.image(self.buf)
         store = self.writer.store
-        crash_text = (store.read_private(self.crash_file)
-                      if image.flags & _ring.FLAG_CRASH_FILE else None)
+        crash_text, frames_text = self.files.read(store, image.flags)
         verdict = death.judge(image, crash_text, self.oom.evidence(),
                               self.last.effective.ratio if self.last else None)
         self.oom.close()
-        written = verdict.clean or self._write_postmortem(verdict, image, crash_text)
+        written = verdict.clean or self._write_postmortem(verdict, image, crash_text,
+                                                          frames_text)
         image.release()
         self.close()
         if not written and not self.writer.refused:
@@ -233,11 +238,11 @@ class Watcher:
         return 0 if written else 1
 
     def _write_postmortem(self, verdict: _death.Verdict, image: _reader.RingImage,
-                          crash_text: str | None) -> bool:
+                          crash_text: str | None, frames_text: str | None) -> bool:
         """The postmortem and the ring image; True once both are on disk."""
         dump, wall_ns = self.writer.postmortem(
             verdict, self.last, image, self.grading.timeline_before(time.monotonic()),
-            self.last_record_wall_ns, crash_text=crash_text)
+            self.last_record_wall_ns, crash_text=crash_text, frames_text=frames_text)
         path = self.death.write(self.writer, dump, wall_ns, self.buf)
         if path is not None:
             say(f"postmortem written to {path}")

@@ -145,6 +145,15 @@ def main() -> None:
             ctypes.PyDLL(None).sleep(int(rest[0]))
             wd.mark("after-hang")
             print("woke", flush=True)
+        elif command == "spin":
+            spin(float(rest[0]))  # a pure-Python busy loop: the heartbeat still runs
+            wd.mark("after-spin")
+            print("spun", flush=True)
+        elif command == "steps":
+            busy_steps(float(rest[0]))  # busy, but leaving its frames all the time
+            print("stepped", flush=True)
+        elif command == "raise-deep":
+            load_settings('{"token": "a secret value that must never reach a dump"')
         elif command == "block":
             time.sleep(float(rest[0]))  # releases the GIL: only idle_after can see this
             wd.mark("after-block")
@@ -210,6 +219,27 @@ def main() -> None:
 
 HANDLE = None  # the host's handle, inherited by forked pool workers
 USR2_HANDLED: list[int] = []  # calls of the host's own SIGUSR2 handler (own-usr2)
+
+
+def spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:  # C calls only: this frame stays the innermost
+        pass
+
+
+def busy_steps(seconds: float) -> None:
+    """A training loop's shape: busy for seconds, calling a Python function per step."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        train_step()
+
+
+def train_step() -> int:
+    return sum(n * n for n in range(200))
+
+
+def load_settings(text: str) -> object:
+    return json.loads(text)  # JSONDecodeError: its message quotes the text
 
 
 def square_and_record(n: int) -> int:
