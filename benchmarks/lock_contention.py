@@ -1,4 +1,4 @@
-"""Lock wait under 64-way contention for the diagnostics directory (issue 5).
+"""Lock wait under 64-way contention for the diagnostics directory.
 
     python benchmarks/lock_contention.py [--writers 64] [--rounds 3]
 

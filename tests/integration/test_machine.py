@@ -1,4 +1,4 @@
-"""Many sessions, one machine (issue 5): ls, gc, and 64 hosts dying at once."""
+"""Many sessions, one machine: ls, gc, and 64 hosts dying at once."""
 
 from __future__ import annotations
 

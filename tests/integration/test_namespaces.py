@@ -1,4 +1,4 @@
-"""Rings of hosts in other pid namespaces sharing /dev/shm are never touched (issue 8).
+"""Rings of hosts in other pid namespaces sharing /dev/shm are never touched.
 
 Docker's ``--ipc=host`` (which PyTorch images recommend), a pod's shared memory
 volume and ``hostIPC`` put hosts whose pids mean nothing to each other into one

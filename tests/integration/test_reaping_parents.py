@@ -1,4 +1,4 @@
-"""The postmortem tells the truth under the parents hosts really have (issue 8).
+"""The postmortem tells the truth under the parents hosts really have.
 
 A shell, ``Popen.wait()``, systemd or a container runtime reaps the host the moment
 it dies, so the watchdog loses the race for the zombie; the exit status then comes

@@ -1,4 +1,4 @@
-"""Hostile bytes never crash the ring reader or the dump loader (issue 5)."""
+"""Hostile bytes never crash the ring reader or the dump loader."""
 
 from __future__ import annotations
 
