@@ -7,6 +7,8 @@ with one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
 from typing import NoReturn, TextIO
 
@@ -17,31 +19,89 @@ class UsageError(Exception):
     """Bad input from the user: one line on stderr, exit 2."""
 
 
-def read_input_file(path: str, limit: int) -> bytes:
-    """The bytes of a file the user named, at most ``limit`` of them: a FIFO would hang
-    and /dev/zero would never end, so anything but a regular file is refused."""
-    import os
-    import stat
+def read_input_file(path: str, limit: int, what: str = "such file") -> bytes:
+    """The bytes of a file the user named, at most ``limit`` of them (the largest
+    ``what`` its format allows); UsageError for anything else.
 
+    Only a regular file is read: a FIFO would hang, /dev/zero would never end and a
+    directory has no bytes, so those are refused from a stat, before they are opened.
+    A file larger than ``limit`` is refused before a byte is read, and one that grows
+    past it while read is refused too; memory follows the file's size, not ``limit``.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        _require_regular(path, os.stat(path).st_mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise UsageError(f"no such file: {path}") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise UsageError(f"cannot read {path}: {_reason(exc)}") from None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UsageError(f"{path} is not a regular file")
+        _require_regular(path, st.st_mode)  # swapped for something else since the stat
         if st.st_size > limit:
-            raise UsageError(f"{path} is {st.st_size} bytes, more than any such file "
-                             f"({limit} at most)")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read(limit + 1)[:limit]
+            raise UsageError(f"{path} is {st.st_size} bytes, more than any {what} "
+                             f"({limit} bytes at most)")
+        # As many bytes as the stat says and one more, to see the file ends there;
+        # pseudo-files (/proc) say 0 and hold more, so read on while there is more.
+        data = os.read(fd, st.st_size + 1)
+        while data and len(data) <= limit:
+            more = os.read(fd, min(1 << 20, limit + 1 - len(data)))
+            if not more:
+                break
+            data += more
+        if len(data) > limit:
+            raise UsageError(f"{path} grew past {limit} bytes, more than any {what}")
+        return data
     except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        raise UsageError(f"cannot read {path}: {_reason(exc)}") from None
     finally:
         os.close(fd)
+
+
+def input_directory(path: str, option: str = "--dir") -> str:
+    """``path`` made absolute, once it is known to be a directory this process can
+    open: a missing one, a file, a loop of symlinks or an unreadable one is bad input."""
+    if not path.strip():
+        raise UsageError(f"{option} must name a directory")
+    directory = os.path.abspath(path)
+    try:
+        os.close(os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK
+                         | os.O_CLOEXEC))
+    except FileNotFoundError:
+        raise UsageError(f"{option} {directory}: no such directory") from None
+    except NotADirectoryError:
+        raise UsageError(f"{option} {directory} is not a directory") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{option} {directory}: {_reason(exc)}") from None
+    return directory
+
+
+def require_segment_file(name: str) -> None:
+    """UsageError unless the shared-memory segment ``name`` is a regular file (or gone:
+    the open that follows says so). Anyone may put a FIFO with a segment's name in
+    /dev/shm, and _shm's read-only open of it would wait for a writer forever."""
+    from .. import _shm
+
+    try:
+        mode = os.lstat(os.path.join(_shm._SHM_DIR, name)).st_mode
+    except OSError:
+        return
+    _require_regular(f"segment {name}", mode)
+
+
+_NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
+
+
+def _require_regular(path: str, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _NOT_REGULAR if test(mode)), "a special file")
+        raise UsageError(f"{path} is {kind}, not a regular file")
+
+
+def _reason(exc: Exception) -> str:
+    return (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.configure(sub)
         sub.set_defaults(run=module.run)
+    parser.set_defaults(run=None, commands=list(commands.choices))
     return parser
 
 
@@ -66,13 +127,19 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     parser = build_parser()
     try:
-        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-        if not getattr(args, "run", None):
-            parser.print_help(out)
-            return 2
+        try:
+            args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        except SystemExit as exc:  # --help, --version: printed to stdout already
+            return exc.code if isinstance(exc.code, int) else 0
+        if args.run is None:
+            usage = parser.format_usage().strip().removeprefix("usage: ")
+            raise UsageError(f"a command is needed: {', '.join(args.commands)} "
+                             f"(usage: {usage}; --help says more)")
         return int(args.run(args, out))
     except UsageError as exc:
-        print(f"watchdog-core: error: {exc}", file=sys.stderr)
+        # One line, whatever the user's path held (a newline in a file name).
+        message = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+        print(f"watchdog-core: error: {message}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `watchdog-core read-ring ... | head`
         return 0

@@ -32,8 +32,9 @@ def main() -> None:
             break
     print(f"reached {wd.level.label} with {size // 1048576} MiB of history", flush=True)
     deadline = time.monotonic() + 10
+    ours = f"memory-{wd.session_id}-"  # the directory may hold others' dumps
     while time.monotonic() < deadline and len(
-        [n for n in os.listdir(directory) if n.endswith(".json")]
+        [n for n in os.listdir(directory) if n.startswith(ours) and n.endswith(".json")]
     ) < 2:
         time.sleep(0.05)
     wd.mark("demo:about-to-be-killed")

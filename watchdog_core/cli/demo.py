@@ -15,7 +15,8 @@ import sys
 import tempfile
 from typing import TextIO
 
-from . import UsageError
+from . import UsageError, input_directory, read_input_file
+from .show import MAX_DUMP_BYTES
 
 NAME = "demo"
 HELP = "start a watchdog on a throwaway host, build pressure, show the dumps it wrote"
@@ -35,7 +36,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         parse_size(args.limit, "--limit")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    directory = os.path.abspath(args.dir or tempfile.mkdtemp(prefix="watchdog-core-demo-"))
+    directory = (_prepare(args.dir) if args.dir is not None
+                 else tempfile.mkdtemp(prefix="watchdog-core-demo-"))
     say = (lambda text: None) if args.json else (lambda text: out.write(text + "\n"))
     say(f"demo host: allocating towards a memory_limit of {args.limit}; dumps go to {directory}")
     host = subprocess.Popen(
@@ -48,7 +50,11 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     for line in stderr.splitlines():
         say(f"  stderr: {line}")
     say(f"demo host ended with {_describe(host.returncode)}")
-    names = sorted(n for n in os.listdir(directory) if n.endswith(".json"))
+    from .._store import DiagnosticsDir
+
+    # Its own dumps only: --dir may hold others'.
+    names = [n for n in DiagnosticsDir(directory).list_dumps()
+             if n.startswith(f"memory-demo-{host.pid}-")]
     if not names:
         out.write(f"no dump was written to {directory}\n")
         return 1
@@ -68,14 +74,33 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     postmortem = [n for n in names if load(_read(directory, n)).trigger == "host-died"]
     if postmortem:
         say(f"\nthe postmortem in full ({postmortem[-1]}):")
-        with open(os.path.join(directory, postmortem[-1])) as f:
-            out.write(f.read())
+        out.write(_read(directory, postmortem[-1]).decode("utf-8", "replace"))
     return 0
 
 
+def _prepare(path: str) -> str:
+    """The demo's directory, checked before the demo starts: one it may create (not
+    its parents), or one that exists and that a watchdog would write to."""
+    from .._safedir import DIR_MODE, StoreError, open_dir
+
+    directory = os.path.abspath(path)
+    if path.strip() and not os.path.lexists(directory):
+        try:
+            os.mkdir(directory, DIR_MODE)
+        except OSError as exc:
+            raise UsageError(f"cannot create --dir {directory}: {exc.strerror}") from None
+    input_directory(path)
+    try:
+        os.close(open_dir(directory))  # what the host's watchdog will refuse, refused now
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"--dir {directory} is not writable")
+    return directory
+
+
 def _read(directory: str, name: str) -> bytes:
-    with open(os.path.join(directory, name), "rb") as f:
-        return f.read()
+    return read_input_file(os.path.join(directory, name), MAX_DUMP_BYTES, "dump")
 
 
 def _describe(returncode: int) -> str:

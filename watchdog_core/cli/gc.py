@@ -1,16 +1,22 @@
-"""``watchdog-core gc``: recover orphaned rings and prune the directory by retention."""
+"""``watchdog-core gc``: recover orphaned rings, remove the unreadable ones no one holds,
+and prune the directory by retention."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import struct
+import time
 from typing import TextIO
 
-from . import UsageError
+from .. import _reader, _ring, _shm
+from . import UsageError, input_directory
+from .read_ring import MAX_RING_BYTES
 
 NAME = "gc"
-HELP = "recover orphaned rings (host and watchdog gone) and prune old dumps"
+HELP = ("recover orphaned rings (host and watchdog gone), remove unreadable ones no one "
+        "holds, and prune old dumps")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -34,12 +40,14 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     except ValueError as exc:
         raise UsageError(str(exc).replace("max_files", "--max-files")
                          .replace("max_bytes", "--max-bytes")) from None
-    if args.dir is not None and not args.dir.strip():
-        raise UsageError("--dir must name a directory")
-    directory = os.path.abspath(args.dir or default_diagnostics_dir(os.environ))
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise UsageError(f"--dir {directory} is not a directory")
+    if args.dir is not None:
+        directory = input_directory(args.dir)
+    else:  # the default may not exist yet; anything else there is wrong
+        directory = os.path.abspath(default_diagnostics_dir(os.environ))
+        if os.path.lexists(directory):
+            input_directory(directory, "the diagnostics directory")
     recovered = recover_orphans(dry_run=args.dry_run)
+    corrupt = remove_corrupt(dry_run=args.dry_run)
     store = DiagnosticsDir(directory, max_files=max_files, max_bytes=max_bytes)
     pruned: list[str] = []
     error = None
@@ -50,6 +58,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             error = str(exc)
     result = {"dryRun": args.dry_run,
               "orphans": [{"segment": s, "postmortem": p, "outcome": o} for s, p, o in recovered],
+              "corrupt": [{"segment": s, "problem": p, "outcome": o} for s, p, o in corrupt],
               "pruned": pruned, "directory": directory, "error": error}
     unwritten = [s for s, _, o in recovered if o in ("kept", "dropped")]
     if args.json:
@@ -58,13 +67,77 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         for segment, path, outcome in recovered:
             out.write(_ORPHAN_LINES[outcome].format(segment=segment, path=path) + "\n")
         verb = "would remove" if args.dry_run else "removed"
+        for segment, problem, _ in corrupt:
+            out.write(f"{verb} {segment}: an unreadable ring ({problem}) that no host or "
+                      "watchdog holds\n")
         for name in pruned:
             out.write(f"{verb} {os.path.join(directory, name)}\n")
         if error:
             out.write(f"cannot prune: {error}\n")
-        if not recovered and not pruned and not error:
+        if not recovered and not corrupt and not pruned and not error:
             out.write("nothing to do\n")
     return 1 if error or unwritten else 0
+
+
+# A segment no one holds that was never written may be a host's in the instant between
+# creating it and locking it (_shm.create_segment); one unwritten this long is not.
+NEVER_WRITTEN_GRACE = 60.0  # seconds
+
+
+def remove_corrupt(*, dry_run: bool) -> list[tuple[str, str, str]]:
+    """Remove our segments that no host or watchdog holds and that cannot be read as a
+    ring: ``[(segment, what is wrong, outcome)]``, outcome "removed", or "found" in a dry
+    run. ``recover_orphans`` leaves them: there is nothing in them to write up.
+
+    A segment whose lock anyone holds is never touched, however it reads: only its
+    host or its watchdog may remove it. The claim (both locks) is held while deciding.
+    """
+    found: list[tuple[str, str, str]] = []
+    for name in _shm.list_segments():
+        if _shm.segment_owner(name) != os.geteuid():
+            continue  # another user's: not ours to judge
+        claim = _shm.claim_segment(name)
+        if claim is None:
+            continue  # its host or its watchdog lives, or another gc has it, or it is gone
+        try:
+            problem = _corruption(claim)
+            if problem is None:
+                continue
+            if dry_run:
+                found.append((name, problem, "found"))
+            elif _shm.unlink_segment(name, claim):  # only while the name still means it
+                found.append((name, problem, "removed"))
+        except OSError:
+            continue  # gone or unreadable meanwhile: the next gc sees it again
+        finally:
+            os.close(claim)
+    return found
+
+
+def _corruption(claim: int) -> str | None:
+    """What makes the claimed segment unreadable as a ring; None for a ring (or for a
+    segment too young, or of another ring version, to judge)."""
+    st = os.fstat(claim)
+    if st.st_nlink == 0:
+        return None  # removed between our open and our lock
+    head = os.pread(claim, _ring.HEADER_SIZE, 0)
+    if not head.strip(b"\0"):  # the header is the first thing a host writes
+        if time.time() - st.st_mtime < NEVER_WRITTEN_GRACE:
+            return None
+        return "never written: its host died creating it"
+    if st.st_size > MAX_RING_BYTES:
+        return f"{st.st_size} bytes, more than any ring"
+    if head[:8] == _ring.MAGIC and len(head) >= 12 and (
+            struct.unpack_from("<I", head, 8)[0] != _ring.VERSION):
+        return None  # another version's ring: its writer may not take these locks
+    mapping = _shm.map_descriptor(claim)
+    try:
+        _reader.RingImage(mapping).release()
+    except _ring.RingError as exc:
+        return str(exc)
+    finally:
+        mapping.close()
+    return None
 
 
 _ORPHAN_LINES = {

@@ -10,10 +10,14 @@ import argparse
 import json
 import os
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .. import _reader, _ring, _shm
 from .._config import default_diagnostics_dir
+from . import UsageError, input_directory, read_input_file, require_segment_file
+
+if TYPE_CHECKING:
+    import mmap
 
 NAME = "ls"
 HELP = "list live sessions (shared-memory rings) and the most recent dumps"
@@ -37,21 +41,46 @@ def sessions() -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     now_ns = time.time_ns()
     for name in _shm.list_segments():
-        raw = _shm.read_segment(name)
-        if raw is None:
-            continue
-        held = _shm.holders(name)
+        # Mapped, not copied: only the header is read, however large the segment says
+        # it is (a hostile one may be any size).
         try:
-            image = _reader.RingImage(raw)
-        except _ring.RingError as exc:
-            if held is not None and held[0] and not raw.strip(b"\0"):
-                continue  # a host is creating it this very moment: nothing to show yet
+            require_segment_file(name)
+        except UsageError as exc:
             rows.append({"segment": name, "error": str(exc)})
             continue
+        try:
+            mapping = _shm.open_segment(name)
+        except FileNotFoundError:
+            continue  # gone since the listing
+        except _shm.SegmentError:
+            continue  # empty: a host is creating it this very moment
+        except (OSError, ValueError) as exc:
+            rows.append({"segment": name, "error": f"cannot map it: {exc}"})
+            continue
+        try:
+            row = _session_row(name, mapping, now_ns)
+        finally:
+            mapping.close()
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def _session_row(name: str, mapping: mmap.mmap, now_ns: int) -> dict[str, object] | None:
+    held = _shm.holders(name)
+    try:
+        image = _reader.RingImage(mapping)
+    except _ring.RingError as exc:
+        if not mapping[: _ring.HEADER_SIZE].strip(b"\0"):  # a host writes it first
+            if held is not None and held[0]:
+                return None  # a host is creating it this very moment: nothing to show yet
+            return {"segment": name, "error": "never written: its host died creating it"}
+        return {"segment": name, "error": str(exc)}
+    with image:
         alive, watchdog_alive = held if held is not None else (False, False)
         status = image.status
         last = image.last_record_unix_ns
-        rows.append({
+        return {
             "segment": name,
             "sessionId": image.session_id,
             "hostPid": image.host_pid,
@@ -65,68 +94,93 @@ def sessions() -> list[dict[str, object]]:
             "watchdogPid": image.watchdog_pid or None,
             "watchdogAlive": watchdog_alive,
             "diagnosticsDir": image.diagnostics_dir,
-        })
-    return rows
+        }
 
 
 def recent_dumps(directory: str, last: int) -> list[dict[str, object]]:
-    try:
-        names = sorted(n for n in os.listdir(directory)
-                       if n.startswith("memory-") and n.endswith(".json"))
-    except OSError:
-        return []
+    """The newest ``last`` dumps of ``directory`` (by the timestamp in their names),
+    oldest first; one that cannot be read is listed with the reason."""
+    from .._store import DiagnosticsDir
+    from .show import MAX_DUMP_BYTES
+
+    names = DiagnosticsDir(directory).list_dumps()[-last:] if last else []
     out: list[dict[str, object]] = []
-    for name in sorted(names, key=lambda n: _mtime(directory, n))[-last:] if last else []:
+    for name in names:
+        row: dict[str, object] = {"file": name, "directory": directory}
         try:
-            with open(os.path.join(directory, name), "rb") as f:
-                doc = json.loads(f.read())
-            out.append({"file": name, "trigger": doc.get("trigger"), "level": doc.get("level"),
+            # Bounded and never blocking: a FIFO or a huge file may hold a dump's name.
+            doc = json.loads(read_input_file(os.path.join(directory, name), MAX_DUMP_BYTES,
+                                             "dump"))
+            row.update({"trigger": doc.get("trigger"), "level": doc.get("level"),
                         "timestamp": doc.get("timestamp"), "sessionId": doc.get("sessionId"),
                         "exit": (doc.get("host") or {}).get("exit")})
-        except (OSError, ValueError, AttributeError):
-            out.append({"file": name, "error": "unreadable"})
+        except UsageError as exc:
+            row["error"] = str(exc)
+        except (ValueError, RecursionError, AttributeError):
+            row["error"] = "not a diagnostics file"
+        out.append(row)
     return out
 
 
-def _mtime(directory: str, name: str) -> float:
-    try:
-        return os.stat(os.path.join(directory, name)).st_mtime
-    except OSError:
-        return 0.0
+def dump_directories(directory: str, rows: list[dict[str, object]]) -> dict[str, list[str]]:
+    """``directory`` and every listed session's own diagnostics directory (from its
+    ring's header), each once, with the sessions that write there."""
+    found: dict[str, list[str]] = {directory: []}
+    seen = {os.path.realpath(directory): directory}
+    for r in rows:
+        where = r.get("diagnosticsDir")
+        if not isinstance(where, str):
+            continue
+        key = seen.setdefault(os.path.realpath(where), where)
+        found.setdefault(key, []).append(str(r["sessionId"]))
+    return found
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    from . import UsageError
-
     if args.last < 0:
         raise UsageError("--last must be >= 0")
-    directory = os.path.abspath(args.dir or default_diagnostics_dir(os.environ))
+    if args.dir is not None:
+        directory = input_directory(args.dir)
+    else:  # the default may not exist yet; anything else there is wrong
+        directory = os.path.abspath(default_diagnostics_dir(os.environ))
+        if os.path.lexists(directory):
+            input_directory(directory, "the diagnostics directory")
     rows = sessions()
-    dumps = recent_dumps(directory, args.last)
+    directories = dump_directories(directory, rows)
+    dumps = {d: recent_dumps(d, args.last) for d in directories}
     trouble = any(r.get("level") in ("hard", "critical") and r.get("alive") for r in rows)
     if args.json:
-        out.write(json.dumps({"sessions": rows, "dumps": dumps, "directory": directory},
+        out.write(json.dumps({"sessions": rows,
+                              "dumps": [d for listed in dumps.values() for d in listed],
+                              "directory": directory, "directories": list(directories)},
                              indent=2) + "\n")
         return 1 if trouble else 0
     w = out.write
     w(f"{'SESSION':<24} {'PID':>7} {'ALIVE':<5} {'LEVEL':<8} {'RSS MiB':>8} {'LIMIT MiB':>9} "
-      f"{'RATIO':>6} {'IDLE s':>7} {'WATCHDOG':>8}\n")
+      f"{'RATIO':>6} {'IDLE s':>7} {'WATCHDOG':>12}\n")
     for r in rows:
         if "error" in r:
-            w(f"{r['segment']}: {r['error']}\n")
+            w(f"{r['segment']}: unreadable ring ({r['error']})\n")
             continue
         rss = f"{int(r['rss']) / 1048576:.0f}" if r["rss"] is not None else "-"  # type: ignore[call-overload]
         limit = f"{int(r['limit']) / 1048576:.0f}" if r["limit"] else "-"  # type: ignore[call-overload]
         ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
         idle = f"{r['lastRecordAge']:.0f}" if r["lastRecordAge"] is not None else "-"
-        wd = f"{r['watchdogPid']}" + ("" if r["watchdogAlive"] else "!")
+        wd = "-"
+        if r["watchdogPid"]:  # "gone": no process holds the watchdog's lock any more
+            wd = f"{r['watchdogPid']}" + ("" if r["watchdogAlive"] else " gone")
         w(f"{str(r['sessionId'])[:24]:<24} {r['hostPid']:>7} {'yes' if r['alive'] else 'no':<5} "
-          f"{r['level'] or '-':<8} {rss:>8} {limit:>9} {ratio:>6} {idle:>7} {wd:>8}\n")
+          f"{r['level'] or '-':<8} {rss:>8} {limit:>9} {ratio:>6} {idle:>7} {wd:>12}\n")
     if not rows:
         w("(no live sessions)\n")
-    w(f"\nrecent dumps in {directory}:\n")
-    for d in dumps:
-        w(f"  {d['file']}  {d.get('trigger', '?')}  {d.get('level', '')}\n")
-    if not dumps:
-        w("  (none)\n")
+    for where, owners in directories.items():
+        whose = f" (session {', '.join(sorted(set(owners)))})" if where != directory else ""
+        w(f"\nrecent dumps in {where}{whose}:\n")
+        for d in dumps[where]:
+            if "error" in d:
+                w(f"  {d['file']}  unreadable: {d['error']}\n")
+            else:
+                w(f"  {d['file']}  {d['trigger'] or '?'}  {d['level'] or ''}\n")
+        if not dumps[where]:
+            w("  (none)\n")
     return 1 if trouble else 0

@@ -10,7 +10,7 @@ from typing import TextIO
 
 from .. import _reader, _ring, _shm
 from .._config import validate_session_id
-from . import UsageError, read_input_file
+from . import UsageError, read_input_file, require_segment_file
 
 NAME = "read-ring"
 HELP = "decode a ring: a saved .ring file, a session id, or a shared-memory segment name"
@@ -39,6 +39,8 @@ def load(target: str) -> tuple[str, _reader.RingImage]:
         raise UsageError(str(exc)) from None
     names = [n for n in _shm.list_segments() if _shm.parse_segment_name(n)[0] == target]
     if not names:
+        if os.path.lexists(target):  # a directory, a FIFO, a loop: say what it is
+            return target, _reader.RingImage(_read_file(target))
         raise UsageError(f"no live ring for session {target!r} and no such file")
     if len(names) > 1:
         raise UsageError(f"session {target!r} has {len(names)} live rings: {', '.join(names)}; "
@@ -46,11 +48,16 @@ def load(target: str) -> tuple[str, _reader.RingImage]:
     return names[0], _open_live(names[0])
 
 
+# The largest ring the format allows: a header and MAX_SLOTS slots (about 336 MiB).
+MAX_RING_BYTES = _ring.ring_size(_reader.MAX_SLOTS)
+
+
 def _read_file(path: str) -> bytes:
-    return read_input_file(path, _ring.ring_size(_reader.MAX_SLOTS))
+    return read_input_file(path, MAX_RING_BYTES, "ring")
 
 
 def _open_live(name: str) -> _reader.RingImage:
+    require_segment_file(name)
     try:
         mapping = _shm.open_segment(name)
     except FileNotFoundError:

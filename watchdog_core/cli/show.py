@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import argparse
-from typing import TextIO
+import os
+import re
+from typing import TYPE_CHECKING, TextIO
 
 from . import UsageError, read_input_file
 
-MAX_DUMP_BYTES = 64 << 20  # a dump is a few KiB; its timeline and stacks live elsewhere
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pydantic import ValidationError
+
+    from .._diagnostics import Diagnostics
+
+# What the store itself reads of a dump (DiagnosticsDir.read_dump); a dump is a few KiB.
+MAX_DUMP_BYTES = 16 << 20
+# _hang.collect_stacks keeps 1 MiB of faulthandler's output, decoded with replacement
+# characters (3 bytes each) for what is not UTF-8.
+MAX_STACKS_BYTES = 3 << 20
+MAX_FRAMES = 20  # of a traceback or a stack, the most recent; the files hold the rest
 
 NAME = "show"
 HELP = "print a diagnostics file for a person"
@@ -22,17 +36,55 @@ def _mib(value: int | None) -> str:
     return "-" if value is None else f"{value / 1048576:.1f} MiB"
 
 
-def run(args: argparse.Namespace, out: TextIO) -> int:
+def parse(path: str, raw: bytes) -> Diagnostics:
+    """The dump in ``raw``, or UsageError saying in one line what is wrong with it."""
     from pydantic import ValidationError
 
     from .._diagnostics import load
 
-    raw = read_input_file(args.file, MAX_DUMP_BYTES)
+    if not raw.strip():
+        raise UsageError(f"{path} is empty, not a watchdog-core diagnostics file")
     try:
-        dump = load(raw)
+        return load(raw)
     except ValidationError as exc:
-        raise UsageError(f"{args.file} is not a watchdog-core diagnostics file "
-                         f"({exc.error_count()} problems)") from None
+        if exc.errors()[0]["type"] == "json_invalid":
+            problem = f"is not valid JSON ({_syntax_problem(raw)})"
+        else:
+            problem = f"is not a watchdog-core diagnostics file: {_first_problem(exc)}"
+        raise UsageError(f"{path} {problem}") from None
+
+
+def _first_problem(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    where = ".".join(str(part) for part in errors[0]["loc"]) or "the top level"
+    more = len(errors) - 1
+    tail = f" (and {more} more problem{'s' if more != 1 else ''})" if more else ""
+    return f"{where}: {errors[0]['msg']}{tail}"
+
+
+def _syntax_problem(raw: bytes) -> str:
+    """Where the JSON in ``raw`` goes wrong, from the stdlib's parser (pydantic's says
+    line and column of the text, and less about what it expected)."""
+    import json
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text at byte {exc.start}"
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        # A string never closed, or an end met while more was expected: the file is cut.
+        if exc.msg.startswith("Unterminated string") or exc.pos >= len(text.rstrip()):
+            return f"cut short at byte {len(raw)}"
+        return f"{exc.msg.lower()} at byte {len(text[: exc.pos].encode())}"
+    except RecursionError:
+        return "nested too deep"
+    return "this reader refuses it"  # valid for the stdlib, not for pydantic (NaN, say)
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    dump = parse(args.file, read_input_file(args.file, MAX_DUMP_BYTES, "dump"))
     if args.json:
         out.write(dump.to_json().decode())
         return 0
@@ -51,8 +103,15 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         what = e.signal or (f"exit code {e.exit_code}" if e.exit_code is not None else "")
         w(f"  exit        {e.kind} {what} {e.exception or ''}".rstrip()
           + f" ({e.confidence})\n")
+        if e.frames:
+            w("              Traceback (most recent call last):\n")
+            for line in _tail([f'File "{f.file}", line {"?" if f.line is None else f.line}, '
+                               f"in {f.function}" for f in e.frames]):
+                w(f"                {line}\n")
         for fact in e.evidence:
             w(f"              - {fact}\n")
+    if dump.responsiveness is not None or "stacks" in dump.extras:
+        _print_responsiveness(dump, args.file, w)
     w(f"  activity    {dump.last_activity or '-'}\n")
     for key, value in dump.session.items():
         w(f"  stat        {key} = {value}\n")
@@ -62,3 +121,85 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if dump.ring.file:
         w(f"  ring        {dump.ring.file} ({dump.ring.records} records, {dump.ring.torn} torn)\n")
     return 1 if dump.level in ("hard", "critical") or not host.alive else 0
+
+
+def _tail(lines: list[str]) -> list[str]:
+    """The last MAX_FRAMES of ``lines`` (the most recent frames), saying how many are left."""
+    if len(lines) <= MAX_FRAMES:
+        return lines
+    return [f"... {len(lines) - MAX_FRAMES} older frames", *lines[-MAX_FRAMES:]]
+
+
+def _print_responsiveness(dump: Diagnostics, path: str, w: Callable[[str], object]) -> None:
+    r = dump.responsiveness
+    if r is not None:
+        details = []
+        if r.heartbeat_age is not None:
+            details.append(f"heartbeat {r.heartbeat_age:.1f} s old")
+        if r.idle_seconds is not None:
+            details.append(f"idle {r.idle_seconds:.1f} s")
+        if r.main_thread_cpu is not None:
+            details.append(f"main thread at {r.main_thread_cpu:.0%} of a CPU")
+        if r.unresponsive_for is not None:
+            details.append(f"unresponsive for {r.unresponsive_for:.1f} s")
+        w(f"  responsive  {r.state}: {r.reason}"
+          + (f" ({', '.join(details)})" if details else "") + "\n")
+    name = dump.extras.get("stacks")
+    if name is None:
+        if r is not None and r.stacks_missing:
+            w(f"  stacks      none: {r.stacks_missing}\n")
+        return
+    if os.path.basename(name) != name or name in ("", ".", ".."):
+        w(f"  stacks      refused: {name!r} does not name a file beside the dump\n")
+        return
+    stacks_path = os.path.join(os.path.dirname(os.path.abspath(path)), name)
+    try:
+        text = read_input_file(stacks_path, MAX_STACKS_BYTES, "stacks file").decode(
+            "utf-8", "replace")
+    except UsageError as exc:  # pruned, replaced, huge: the dump is still worth showing
+        w(f"  stacks      cannot show them: {exc}\n")
+        return
+    threads = parse_stacks(text)
+    if not threads:
+        w(f"  stacks      {stacks_path}: no thread's stack in it\n")
+        return
+    main = r.main_thread if r is not None else None
+    chosen = next((t for t in threads if main and _same_thread(t[0], main)), None)
+    if chosen is not None:
+        w(f"  stack       main thread {chosen[0]} (most recent call last):\n")
+    else:
+        chosen = threads[0]
+        w(f"  stack       thread {chosen[0] or '-'}, the first in the file "
+          "(most recent call last):\n")
+    for line in _tail(chosen[1][::-1]):
+        w(f"                {line}\n")
+    w(f"  stacks      {stacks_path} ({len(threads)} thread{'s' if len(threads) != 1 else ''})"
+      "\n")
+
+
+# faulthandler's output: a block per thread, the innermost frame first.
+_THREAD = re.compile(r"(?:(?:Current thread|Thread) (0x[0-9a-fA-F]+)|Stack)"
+                     r" \(most recent call first\):")
+_FRAME = re.compile(r'File "(.*)", line (\S+) in (.*)')
+
+
+def parse_stacks(text: str) -> list[tuple[str | None, list[str]]]:
+    """``[(thread id or None, frames innermost first)]`` from faulthandler's output, each
+    frame as a traceback prints it: ``File "x.py", line 3, in f``."""
+    threads: list[tuple[str | None, list[str]]] = []
+    for line in text.splitlines():
+        head = _THREAD.match(line)
+        if head:
+            threads.append((head.group(1), []))
+        elif threads and line.startswith(" ") and line.strip():
+            frame = _FRAME.fullmatch(line.strip())
+            threads[-1][1].append(f'File "{frame[1]}", line {frame[2]}, in {frame[3]}'
+                                  if frame else line.strip())
+    return threads
+
+
+def _same_thread(a: str | None, b: str) -> bool:
+    try:
+        return a is not None and int(a, 16) == int(b, 16)
+    except ValueError:
+        return a == b
