@@ -70,6 +70,11 @@ def recover_orphans(exclude: set[str] | None = None, *, dry_run: bool = False
 
 
 def _recover_claimed(name: str, claim: int, dry_run: bool) -> Recovered | None:
+    size = os.fstat(claim).st_size
+    if not _ring.HEADER_SIZE <= size <= _ring.ring_size(_reader.MAX_SLOTS):
+        # Not a ring of any geometry: copying a segment someone truncated to 10 GiB would
+        # take 10 GiB from every new watchdog's orphan scan. `gc` removes such segments.
+        raise ValueError(f"segment {name} is {size} bytes, not a ring")
     mapping = _shm.map_descriptor(claim, writable=True)
     buf = memoryview(mapping)
     words = buf.cast("Q")

@@ -29,6 +29,7 @@ import _posixshmem
 import fcntl
 import mmap
 import os
+import stat
 import struct
 import time
 
@@ -54,6 +55,21 @@ _held: set[int] = set()
 # Segments being opened for a lock right now: shm_open() lets go of the GIL, so another
 # thread may fork after the descriptor exists and before its number is in _held.
 _opening: set[str] = set()
+
+
+def _shm_open(name: str, flags: int) -> int:
+    """Open an existing segment; SegmentError unless it is a regular file. Anyone may
+    put a FIFO with a segment's name in /dev/shm: a blocking open of it would wait for
+    a writer forever, and a device would map without end."""
+    fd: int = _posixshmem.shm_open("/" + name, flags | os.O_NONBLOCK, 0o600)
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        regular = False
+    if not regular:
+        os.close(fd)
+        raise SegmentError(f"segment {name} is not a regular file")
+    return fd
 
 
 def _open_for_lock(name: str, flags: int) -> int:
@@ -163,7 +179,7 @@ def _map_apart(name: str, size: int) -> mmap.mmap:
     the descriptor it was made from; made from the lock's, it would keep the lock's
     open file description alive in every forked child that inherits the mapping, and
     the host's lock would outlive the host."""
-    fd = _posixshmem.shm_open("/" + name, os.O_RDWR, 0o600)
+    fd = _shm_open(name, os.O_RDWR)
     try:
         return mmap.mmap(fd, size)
     finally:
@@ -193,7 +209,7 @@ def open_segment(name: str, *, writable: bool = False) -> mmap.mmap:
     """Map an existing segment (read-only unless ``writable``)."""
     parse_segment_name(name)
     flags = os.O_RDWR if writable else os.O_RDONLY
-    fd = _posixshmem.shm_open("/" + name, flags, 0o600)
+    fd = _shm_open(name, flags)
     try:
         try:
             return map_descriptor(fd, writable=writable)
@@ -201,18 +217,6 @@ def open_segment(name: str, *, writable: bool = False) -> mmap.mmap:
             raise SegmentError(f"segment {name} is empty") from None
     finally:
         os.close(fd)
-
-
-def read_segment(name: str) -> bytes | None:
-    """A copy of a whole segment, or None if it cannot be opened (gone, not ours)."""
-    try:
-        mapping = open_segment(name)
-    except (OSError, ValueError):
-        return None
-    try:
-        return bytes(mapping)
-    finally:
-        mapping.close()
 
 
 def unlink_segment(name: str, fd: int = -1) -> bool:
@@ -273,7 +277,7 @@ def claim_segment(name: str) -> int | None:
     if not _OFD:
         return None
     try:
-        fd: int = _posixshmem.shm_open("/" + name, os.O_RDWR, 0o600)
+        fd = _shm_open(name, os.O_RDWR)
     except OSError:
         return None
     if not _lock(fd, HOST, length=2):
@@ -288,7 +292,7 @@ def holders(name: str) -> tuple[bool, bool] | None:
     if not _OFD:
         return None
     try:
-        fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, 0o600)
+        fd = _shm_open(name, os.O_RDONLY)
     except OSError:
         return None
     try:

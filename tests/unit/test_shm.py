@@ -84,3 +84,41 @@ def test_a_late_remover_never_takes_a_new_segment_of_the_same_name(session: str)
         for mapping, fd in ((old_map, old), (new_map, new)):
             mapping.close()
             _shm.release(fd)
+
+
+def test_a_fifo_with_a_segments_name_blocks_nothing(session: str) -> None:
+    # Anyone may put a FIFO named like a segment in /dev/shm; a blocking open of it would
+    # wait for a writer forever (ls, gc and every new watchdog's orphan scan).
+    name = f"watchdog_core-{session}-1"
+    path = os.path.join("/dev/shm", name)
+    os.mkfifo(path, 0o600)
+    try:
+        assert _shm.holders(name) is None
+        assert _shm.claim_segment(name) is None
+        with pytest.raises(_shm.SegmentError, match="not a regular file"):
+            _shm.open_segment(name)
+    finally:
+        os.unlink(path)
+
+
+def test_an_orphan_larger_than_any_ring_is_not_copied(session: str) -> None:
+    # A lock-free segment truncated past the largest ring: the orphan scan used to copy it
+    # whole (a 10 GiB sparse file cost 10 GiB). Measured in a child, by its peak RSS.
+    import subprocess
+    import sys
+
+    name = f"watchdog_core-{session}-1"
+    path = os.path.join("/dev/shm", name)
+    with open(path, "wb") as f:
+        f.truncate(512 << 20)  # sparse: costs no memory until someone reads it
+    code = ("import resource\n"
+            "from watchdog_core import _recovery\n"
+            "_recovery.recover_orphans()\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=60, check=True)
+        assert int(out.stdout) < 128 * 1024, out  # KiB: nowhere near the 512 MiB
+        assert os.path.exists(path)  # left for `gc`, which says what it removes
+    finally:
+        os.unlink(path)
