@@ -268,7 +268,7 @@ def test_show_an_unresponsive_dump_with_its_main_threads_stack(
     stacks.write_text(STACKS)
     path = _write_dump(tmp_path, _unresponsive(stacks=stacks.name))
     code, out, err = show(path, capsys)
-    assert code == 0 and err == ""
+    assert code == 1 and err == ""  # an unresponsive host is trouble reported
     assert ("  responsive  unresponsive: main-thread-stuck (heartbeat 0.2 s old, idle 31.0 s, "
             "main thread at 97% of a CPU)\n") in out
     stack = out[out.index("  stack "):].splitlines()
@@ -306,7 +306,7 @@ def test_show_says_in_one_line_why_the_stacks_cannot_be_shown(
     elif problem == "outside":
         name = "../../etc/passwd"
     code, out, err = show(_write_dump(tmp_path, _unresponsive(stacks=name)), capsys)
-    assert code == 0 and err == ""  # the dump is still shown, whole
+    assert code == 1 and err == ""  # the dump is still shown, whole
     (line,) = [x for x in out.splitlines() if x.startswith("  stack")]
     assert line.startswith(("  stacks      cannot show them: ", "  stacks      refused: "))
     assert {"missing": "no such file", "huge": "more than any stacks file",
@@ -339,6 +339,28 @@ def test_show_prints_the_uncaught_exceptions_frames_like_a_traceback(
         '                File "/srv/app/load.py", line ?, in parse',
         "              - the excepthook saw it",
     ]
+
+
+def test_show_prints_the_crashed_threads_native_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    crash = ("Fatal Python error: Segmentation fault\n\n"
+             "Thread 0x00007f00000000a1 (most recent call first):\n"
+             '  File "/srv/app/worker.py", line 9 in loop\n\n'
+             "Current thread 0x00007f00000000b2 (most recent call first):\n"
+             '  File "/srv/app/native.py", line 40 in call\n'
+             '  File "/srv/app/main.py", line 3 in <module>\n\n'
+             "Extension modules: numpy (total: 1)\n")
+    host = {"pid": 4242, "alive": False, "exit": {
+        "kind": "crashed", "signal": "SIGSEGV", "confidence": "certain"}}
+    _, out, _ = show(_write_dump(tmp_path, _dump(trigger="host-died", host=host,
+                                                 crashTraceback=crash)), capsys)
+    lines = out[out.index("  crash "):].splitlines()
+    assert lines[:3] == [
+        "  crash       Fatal Python error: Segmentation fault",
+        '                File "/srv/app/main.py", line 3 in <module>',
+        '                File "/srv/app/native.py", line 40 in call',
+    ]
+    assert "worker.py" not in out
 
 
 def test_show_names_what_is_wrong_with_a_file(tmp_path: Path,

@@ -110,6 +110,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                 w(f"                {line}\n")
         for fact in e.evidence:
             w(f"              - {fact}\n")
+    if dump.crash_traceback:
+        _print_crash(dump.crash_traceback, w)
     if dump.responsiveness is not None or "stacks" in dump.extras:
         _print_responsiveness(dump, args.file, w)
     w(f"  activity    {dump.last_activity or '-'}\n")
@@ -120,7 +122,26 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     w(f"  suggestion  {dump.suggestion}\n")
     if dump.ring.file:
         w(f"  ring        {dump.ring.file} ({dump.ring.records} records, {dump.ring.torn} torn)\n")
-    return 1 if dump.level in ("hard", "critical") or not host.alive else 0
+    stuck = dump.responsiveness is not None and dump.responsiveness.state == "unresponsive"
+    return 1 if dump.level in ("hard", "critical") or not host.alive or stuck else 0
+
+
+def _print_crash(text: str, w: Callable[[str], object]) -> None:
+    """faulthandler's report: its first line ("Fatal Python error: Segmentation fault")
+    and the thread that crashed, most recent call last like the rest of ``show``."""
+    lines = text.splitlines()
+    w(f"  crash       {lines[0].strip() if lines else '-'}\n")
+    current = next((i for i, line in enumerate(lines) if line.startswith("Current thread")),
+                   None)
+    if current is None:
+        return
+    frames = []
+    for line in lines[current + 1 :]:
+        if not line.startswith("  "):
+            break
+        frames.append(line.strip())
+    for line in _tail(frames[::-1]):
+        w(f"                {line}\n")
 
 
 def _tail(lines: list[str]) -> list[str]:
