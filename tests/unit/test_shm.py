@@ -111,13 +111,18 @@ def test_an_orphan_larger_than_any_ring_is_not_copied(session: str) -> None:
     path = os.path.join("/dev/shm", name)
     with open(path, "wb") as f:
         f.truncate(512 << 20)  # sparse: costs no memory until someone reads it
-    code = ("import resource\n"
-            "from watchdog_core import _recovery\n"
-            "_recovery.recover_orphans()\n"
+    code = ("import resource, sys\n"
+            "from watchdog_core import _recovery, _shm\n"
+            "claim = _shm.claim_segment(sys.argv[1])\n"
+            "try:\n"
+            "    _recovery._recover_claimed(sys.argv[1], claim, dry_run=False)\n"
+            "except ValueError as exc:\n"
+            "    print(exc, file=sys.stderr)\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
     try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             timeout=60, check=True)
+        out = subprocess.run([sys.executable, "-c", code, name], capture_output=True,
+                             text=True, timeout=60, check=True)
+        assert "not a ring" in out.stderr, out
         assert int(out.stdout) < 128 * 1024, out  # KiB: nowhere near the 512 MiB
         assert os.path.exists(path)  # left for `gc`, which says what it removes
     finally:
