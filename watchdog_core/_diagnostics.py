@@ -104,6 +104,8 @@ class HostExit(_Model):
         default_factory=list, description="where the uncaught exception was raised: its "
         "traceback's frames, outermost first, as file, line and function (no message, no "
         "values)")
+    frames_omitted: int = Field(0, description="older frames left out of ``frames`` (a "
+                                "deep recursion keeps the innermost 64)")
     evidence: list[str] = Field(default_factory=list)
     confidence: Confidence = Field(
         "unknown", description="certain: a wait status (the parent's, the zombie's or the "

@@ -33,6 +33,9 @@ from ._store import DiagnosticsDir
 STACKS_WAIT = 2.0  # seconds to wait for faulthandler's stacks to land in the file
 STACKS_SETTLE = 0.05  # the file counts as complete once it stopped growing this long
 BUSY_SHARE = 0.5  # of one CPU: below it the main thread is waiting, not stuck
+# Once stuck, it stays stuck until it leaves its frame or drops below half of that:
+# a host sharing a core hovers around BUSY_SHARE, and each dip would start a new episode.
+STILL_BUSY_SHARE = BUSY_SHARE / 2
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -54,9 +57,10 @@ class MainThread:
         """The id faulthandler prints for this thread ("Thread 0x00007f...")."""
         return f"0x{self.ident:016x}"
 
-    def stuck(self, since_ns: int, now: float) -> float | None:
+    def stuck(self, since_ns: int, now: float, *, already: bool = False) -> float | None:
         """The main thread's CPU share while it has been in one frame longer than
-        hang_after, if it was busy (>= BUSY_SHARE); None when it is not stuck."""
+        hang_after, if it was busy (>= BUSY_SHARE, or STILL_BUSY_SHARE when ``already``
+        stuck); None when it is not stuck."""
         cpu = self._cpu_seconds()
         if cpu is None or not since_ns:
             self.cpu.clear()
@@ -71,7 +75,7 @@ class MainThread:
         if now - since_ns / 1e9 <= self.hang_after or now - first_t < self.hang_after / 2:
             return None
         share = (cpu - first_cpu) / (now - first_t)
-        return round(share, 2) if share >= BUSY_SHARE else None
+        return round(share, 2) if share >= (STILL_BUSY_SHARE if already else BUSY_SHARE) else None
 
     def _cpu_seconds(self) -> float | None:
         raw = _procfs.read(self.stat_path)
@@ -116,8 +120,13 @@ class HangDetector:
         beat = heartbeat_ns / 1e9 if heartbeat_ns else self.started
         heartbeat_age = max(0.0, now - beat)
         idle = max(0.0, now - max(last_activity, self.started))
-        stale = bool(self.hang_after and heartbeat_age > self.hang_after)
-        busy = None if stale or self.main is None else self.main.stuck(main_since_ns, now)
+        # A record written since means Python runs: the heartbeat was starved, not
+        # blocked (CPython's GIL is not fair to a thread that sleeps, docs/hangs.md).
+        stale = bool(self.hang_after and heartbeat_age > self.hang_after
+                     and idle > self.hang_after)
+        busy = None if stale or self.main is None else self.main.stuck(
+            main_since_ns, now, already=self.reason == "main-thread-stuck"
+            and self.unresponsive_since is not None)
         quiet = bool(self.idle_after and idle > self.idle_after)
         if stale or busy is not None or quiet:
             if self.unresponsive_since is not None:

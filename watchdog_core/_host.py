@@ -380,16 +380,7 @@ def start_watchdog(
     """
     global _current, _fork_hook_installed
     arguments = dict(locals())  # exactly the parameters: nothing else is bound yet
-    if _current is not None and not _current._stopped and _current._pid == os.getpid():
-        ignored = _config.differing_arguments(_current._config.arguments, arguments,
-                                              start_watchdog.__kwdefaults__ or {})
-        if ignored:
-            warnings.warn(
-                f"watchdog-core: already watching this process (session "
-                f"{_current.session_id}); start_watchdog() returned that handle and ignored "
-                f"{', '.join(ignored)}, which differ from the first call's (stop() it first "
-                "to start another session)", RuntimeWarning, stacklevel=2)
-        return _current
+    # Checked first, even when a session runs: a bad argument is a bug to hear about.
     config = _config.SessionConfig(
         session_id=session_id, diagnostics_dir=diagnostics_dir, interval=interval,
         memory_limit=memory_limit, soft=soft, hard=hard, critical=critical,
@@ -400,6 +391,17 @@ def start_watchdog(
         catch_sigterm=catch_sigterm, restart=restart, stack_signal=stack_signal,
         large_history_share=large_history_share, max_files=max_files, max_bytes=max_bytes,
     )
+    if _current is not None and not _current._stopped and _current._pid == os.getpid():
+        ignored = _config.differing_arguments(_current._config.arguments, arguments,
+                                              start_watchdog.__kwdefaults__ or {})
+        if ignored:
+            verb = "differs" if len(ignored) == 1 else "differ"
+            warnings.warn(
+                f"watchdog-core: already watching this process (session "
+                f"{_current.session_id}); start_watchdog() returned that handle and ignored "
+                f"{', '.join(ignored)}, which {verb} from the first call's (stop() it first "
+                "to start another session)", RuntimeWarning, stacklevel=2)
+        return _current
     config.arguments = arguments
     if os.environ.get("WATCHDOG_CORE_DISABLE", "") not in ("", "0"):
         return _disabled(config, "WATCHDOG_CORE_DISABLE is set", warn=False)

@@ -50,6 +50,11 @@ if TYPE_CHECKING:
 
 MAX_RESTARTS = 3
 MAX_FRAMES = 64  # of an uncaught exception's traceback, the innermost kept
+# hang_after: when the main thread is seen in the same frame a beat apart while busy,
+# it is looked at again every LOOK_STEP for up to LOOK_FOR before that is believed
+# (docs/hangs.md: a loop that calls functions is seen in its own frame half the time).
+LOOK_FOR = 0.2
+LOOK_STEP = 0.002
 RESTART_SPACING = 2.0  # seconds between two restarts of a dying watchdog
 
 # -- process-wide hooks: installed once, dispatching to the running session --------------
@@ -103,6 +108,12 @@ class _ThreadExceptHook:
                 session.note_exception(getattr(args, "exc_type", None), in_thread=True)
         finally:  # the host's hook runs whatever happened here
             self.previous(args)
+
+
+def _interactive() -> bool:
+    """An interactive interpreter (``python -i``, the REPL, ``code.interact()``)
+    survives an uncaught exception: sys.excepthook prints it and the prompt returns."""
+    return bool(sys.flags.interactive) or hasattr(sys, "ps1")
 
 
 def _install_process_hooks() -> None:
@@ -177,6 +188,8 @@ class HostHooks:
         # address would look like a thread that never left its frame.
         self.main_ident = 0
         self.main_frame: object = None
+        self.main_clock: int | None = None  # the main thread's CPU-time clock, if any
+        self.main_cpu = (0.0, 0.0)  # (monotonic, main thread CPU seconds) at the last beat
         self.running = True
         # stop() releases `_wake` so the heartbeat ends at once, and waits for it on
         # `_beating` (held while the thread runs): one heartbeat thread at a time.
@@ -259,6 +272,10 @@ class HostHooks:
             import threading
         main = threading.main_thread()
         self.main_ident = main.ident or 0
+        try:  # taken while the main thread certainly lives; Linux, not macOS
+            self.main_clock = time.pthread_getcpuclockid(self.main_ident)
+        except (AttributeError, OSError):
+            self.main_clock = None
         words = self.w.words
         words[_ring.W_MAIN_TID] = main.native_id or 0
         words[_ring.W_MAIN_IDENT] = self.main_ident
@@ -288,6 +305,8 @@ class HostHooks:
         name = getattr(exc_type, "__qualname__", None)
         if not isinstance(name, str) or not self.active():
             return
+        if not in_thread and _interactive():
+            return  # the REPL prints it and goes on: not how this process will end
         try:
             if in_thread:
                 self.w.set_thread_exception(name)
@@ -353,11 +372,33 @@ class HostHooks:
     def _watch_main_frame(self) -> None:
         # A busy loop in pure Python lets this thread run (the GIL switches every 5 ms),
         # so the heartbeat stays fresh; what gives it away is a main thread that never
-        # leaves its innermost frame while it burns CPU. The watchdog reads the CPU.
-        frame = sys._current_frames().get(self.main_ident)
+        # leaves its innermost frame while it burns CPU. The watchdog judges the CPU.
+        current = sys._current_frames
+        frame = current().get(self.main_ident)
+        if frame is self.main_frame and self._main_busy():
+            # One look a beat apart sees a loop that calls a function in its own frame
+            # about half the time: look densely before believing it never left.
+            until = time.monotonic() + LOOK_FOR
+            while frame is self.main_frame and self.running and time.monotonic() < until:
+                time.sleep(LOOK_STEP)
+                frame = current().get(self.main_ident)
         if frame is not self.main_frame:
             self.main_frame = frame
             self.w.words[_ring.W_MAIN_FRAME_SINCE] = time.monotonic_ns()
+
+    def _main_busy(self) -> bool:
+        """Did the main thread use half a CPU since the last beat? (A waiting one needs
+        no second look: the watchdog will not call it stuck.) True when unknown."""
+        if self.main_clock is None:
+            return True
+        try:
+            cpu = time.clock_gettime(self.main_clock)
+        except OSError:  # the main thread has ended
+            return False
+        now = time.monotonic()
+        then, cpu_then = self.main_cpu
+        self.main_cpu = (now, cpu)
+        return cpu - cpu_then >= 0.5 * (now - then)
 
     def _check_stack_signal(self) -> None:
         # A host that calls signal.signal() for the stack signal after us (a gunicorn

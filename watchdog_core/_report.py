@@ -119,10 +119,15 @@ class DumpWriter:
         ``complete``), noting each in the ring header before the next.
         """
         wall_ns = time.time_ns()
+        frames, omitted = parse_frames(frames_text)
+        evidence = list(verdict.evidence)
+        if verdict.exception and not frames:
+            evidence.append("the exception's frames were not saved beside the dumps (no "
+                            "folder, or a full disk, when it was raised)")
         host_exit = HostExit(kind=verdict.kind, signal=verdict.signal,
                              exit_code=verdict.exit_code, exception=verdict.exception,
-                             evidence=verdict.evidence, confidence=verdict.confidence,
-                             frames=parse_frames(frames_text))
+                             evidence=evidence, confidence=verdict.confidence,
+                             frames=frames, frames_omitted=omitted)
         dump = self._build(trigger, reading, image, timeline, wall_ns, last_record_wall_ns,
                            alive=False, exit=host_exit)
         dump.crash_traceback = crash_text or None
@@ -308,18 +313,23 @@ def say(message: str) -> None:
         pass
 
 
-def parse_frames(text: str | None) -> list[CodeFrame]:
+def parse_frames(text: str | None) -> tuple[list[CodeFrame], int]:
     """The host's exception file (``line<TAB>function<TAB>file`` per frame, outermost
-    first; ``# ...`` notes) as frames. A line that does not parse is skipped."""
-    frames = []
+    first; ``# N frames omitted`` first when it was cut) as (frames, omitted). A line
+    that does not parse is skipped."""
+    frames, omitted = [], 0
     for line in (text or "").splitlines():
         parts = line.split("\t", 2)
+        if line.startswith("# ") and line.endswith(" frames omitted"):
+            count = line[2:].split(" ", 1)[0]
+            omitted = int(count) if count.isdigit() else 0
+            continue
         if line.startswith("#") or len(parts) != 3:
             continue
         lineno, function, file = parts
         frames.append(CodeFrame(file=file, line=int(lineno) if lineno.isdigit() else None,
                                 function=function))
-    return frames
+    return frames, omitted
 
 
 def _timeline_points(timeline: list[tuple[float, int, float]]) -> list[TimelinePoint]:

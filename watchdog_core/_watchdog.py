@@ -66,6 +66,7 @@ class Watcher:
         self.oom = _attribution.OomWatch(self.host_pid)
         self.writer = DumpWriter(header, suggestions, self.probe)
         self.hang = HangDetector(self.config.hang_after, self.config.idle_after)
+        self.hang_dumps, self.last_hang_dump = 0, 0.0
         self.files = _death.HostFiles(header.session_id, self.host_pid,
                                       int(self.words[_ring.W_NONCE]))
         self.death = _death.Death(words=self.words, shm_name=shm_name, host_pid=self.host_pid,
@@ -142,7 +143,7 @@ class Watcher:
         if not self.hang.enabled:
             return
         event = self._check_hang()
-        if event is None:
+        if event is None or not self._hang_dump_allowed():
             return
         flags = self.words[_ring.W_FLAGS]
         signum = self.config.stack_signal
@@ -161,6 +162,18 @@ class Watcher:
         else:
             event.stacks_missing = refusal
         self.dump("unresponsive", reading, responsiveness=event, stacks=stacks)
+
+    def _hang_dump_allowed(self) -> bool:
+        """Unresponsive dumps share the pressure dumps' budget and cooldown, counted on
+        their own: a host that hangs again and again must not push its postmortem out
+        of the folder by retention (docs/hangs.md)."""
+        now = time.monotonic()
+        if self.hang_dumps >= self.config.max_dumps or (
+                self.hang_dumps and now - self.last_hang_dump < self.config.dump_cooldown):
+            return False
+        self.hang_dumps += 1
+        self.last_hang_dump = now
+        return True
 
     def _check_hang(self) -> Responsiveness | None:
         words = self.words

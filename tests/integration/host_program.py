@@ -152,6 +152,11 @@ def main() -> None:
         elif command == "steps":
             busy_steps(float(rest[0]))  # busy, but leaving its frames all the time
             print("stepped", flush=True)
+        elif command == "calls":
+            calls(float(rest[0]))  # busy in its own frame, calling a function every step
+            print("called", flush=True)
+        elif command == "recurse":
+            recurse(0)
         elif command == "raise-deep":
             load_settings('{"token": "a secret value that must never reach a dump"')
         elif command == "block":
@@ -236,6 +241,24 @@ def busy_steps(seconds: float) -> None:
 
 def train_step() -> int:
     return sum(n * n for n in range(200))
+
+
+def calls(seconds: float) -> None:
+    """Half its time in its own frame, half in step(): seen one look at a time, it
+    looks stuck half the time (the loop a reviewer broke hang_after with)."""
+    end = time.monotonic() + seconds
+    total = 0
+    while time.monotonic() < end:
+        for b in range(1000):
+            total += step(b)
+
+
+def step(b: int) -> int:
+    return b * 2 + 1
+
+
+def recurse(depth: int) -> int:
+    return recurse(depth + 1) + 1  # RecursionError at about 1,000 frames
 
 
 def load_settings(text: str) -> object:

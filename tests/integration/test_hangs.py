@@ -70,6 +70,33 @@ def test_a_busy_loop_that_calls_functions_is_not_stuck(start_host) -> None:
     assert _unresponsive(host) == []
 
 
+def test_a_loop_calling_a_function_each_step_is_not_stuck_at_any_hang_after(
+        start_host) -> None:
+    # Seen once a beat, this loop is in its own frame half the time: at hang_after=0.5
+    # a look per beat took it for stuck twice in 6 s. The host looks again, densely,
+    # before it believes the main thread never left its frame.
+    host = start_host("--hang-after", "0.5")
+    host.wait_ready()
+    assert host.ask("calls 8") == "called"
+    host.send("stop")
+    assert host.finish() == 0
+    assert _unresponsive(host) == []
+
+
+def test_hang_dumps_share_the_budget_and_cooldown(start_host) -> None:
+    # A host that hangs again and again must not fill the folder (retention would push
+    # its postmortem out): one dump per episode, and episodes within the cooldown or
+    # past max_dumps_per_session write none.
+    host = start_host("--hang-after", "0.5", "--cooldown", "30", "--max-dumps", "3")
+    host.wait_ready()
+    for _ in range(3):
+        assert host.ask("spin 1.5") == "spun"
+        assert host.ask("block 0.5") == "woke"
+    host.send("stop")
+    assert host.finish() == 0
+    assert len(_unresponsive(host)) == 1
+
+
 def test_a_minute_long_blocking_wait_is_not_a_hang(start_host) -> None:
     # An agent waiting a minute for a model's reply: the main thread sits in one frame
     # the whole time, burning no CPU. hang_after must say nothing.
@@ -110,6 +137,35 @@ def test_an_uncaught_exception_names_where_it_was_raised_not_what_it_said(
     assert frames[-1]["file"].endswith(os.path.join("json", "decoder.py"))
     text = json.dumps(dump)
     assert "secret" not in text and "token" not in text
+
+
+def test_a_deep_recursion_keeps_its_innermost_frames_and_counts_the_rest(start_host) -> None:
+    host = start_host()
+    host.wait_ready()
+    host.send("recurse")
+    assert host.finish() == 1
+    exit_ = next(d for d in host.dumps() if d["trigger"] == "host-died")["host"]["exit"]
+    assert exit_["exception"] == "RecursionError"
+    assert len(exit_["frames"]) == 64
+    assert {f["function"] for f in exit_["frames"]} == {"recurse"}
+    assert exit_["framesOmitted"] > 900
+
+
+def test_an_exception_the_repl_survived_is_not_how_it_died(tmp_path: Path) -> None:
+    # `python -i`: the exception is printed and the prompt returns; a SIGKILL later is
+    # the death, and the postmortem must not blame the exception.
+    code = ("import os, signal, watchdog_core\n"
+            f"wd = watchdog_core.start_watchdog(diagnostics_dir={str(tmp_path)!r})\n"
+            "def f(): raise ValueError('x')\n\n"
+            "f()\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    out = subprocess.run([sys.executable, "-i", "-q"], input=code, capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert out.returncode == -signal.SIGKILL
+    dump = _wait_dump(tmp_path, "host-died", timeout=30)
+    exit_ = dump["host"]["exit"]
+    assert (exit_["kind"], exit_["signal"], exit_["exception"]) == ("killed", "SIGKILL", None)
+    assert exit_["frames"] == []
 
 
 def test_an_exception_a_repl_survives_leaves_no_file_behind(tmp_path: Path) -> None:

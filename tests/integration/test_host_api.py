@@ -16,6 +16,19 @@ from tests.conftest import ROOT, segment_exists
 from watchdog_core import PressureLevel, start_watchdog
 
 
+@pytest.mark.parametrize(("argument", "value"), [
+    ("memory_limit", "1KiB"), ("session_id", "../x"), ("hang_after", -1),
+    ("diagnostics_dir", 123)])
+def test_a_repeat_start_still_refuses_a_bad_argument(tmp_path: Path, argument: str,
+                                                     value: object) -> None:
+    wd = start_watchdog(diagnostics_dir=tmp_path / "d")
+    try:
+        with pytest.raises(ValueError, match=argument):
+            start_watchdog(**{argument: value})  # type: ignore[arg-type]
+    finally:
+        wd.stop()
+
+
 def test_start_is_idempotent_and_stop_is_too(tmp_path: Path) -> None:
     wd = start_watchdog(diagnostics_dir=tmp_path / "d")
     try:

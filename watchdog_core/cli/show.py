@@ -106,7 +106,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         if e.frames:
             w("              Traceback (most recent call last):\n")
             for line in _tail([f'File "{f.file}", line {"?" if f.line is None else f.line}, '
-                               f"in {f.function}" for f in e.frames]):
+                               f"in {f.function}" for f in e.frames], e.frames_omitted):
                 w(f"                {line}\n")
         for fact in e.evidence:
             w(f"              - {fact}\n")
@@ -144,11 +144,11 @@ def _print_crash(text: str, w: Callable[[str], object]) -> None:
         w(f"                {line}\n")
 
 
-def _tail(lines: list[str]) -> list[str]:
-    """The last MAX_FRAMES of ``lines`` (the most recent frames), saying how many are left."""
-    if len(lines) <= MAX_FRAMES:
-        return lines
-    return [f"... {len(lines) - MAX_FRAMES} older frames", *lines[-MAX_FRAMES:]]
+def _tail(lines: list[str], omitted: int = 0) -> list[str]:
+    """The last MAX_FRAMES of ``lines`` (the most recent frames), saying how many older
+    ones are left out (``omitted`` were left out before they reached the dump)."""
+    left_out = omitted + max(0, len(lines) - MAX_FRAMES)
+    return ([f"... {left_out} older frames"] if left_out else []) + lines[-MAX_FRAMES:]
 
 
 def _print_responsiveness(dump: Diagnostics, path: str, w: Callable[[str], object]) -> None:
