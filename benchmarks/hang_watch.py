@@ -93,8 +93,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         counts: dict[str, list[int]] = {"none": [], "watched": [], "hang": []}
         for _ in range(args.rounds):
-            for mode in counts:  # interleaved: a noisy neighbour hits all three alike
-                counts[mode].append(throughput(mode, args.seconds, tmp))
+            for mode, runs in counts.items():  # interleaved: noise hits all three alike
+                runs.append(throughput(mode, args.seconds, tmp))
         base = statistics.median(counts["none"])
         print(f"busy loop calling a function, {args.seconds:g} s x {args.rounds}:")
         for mode, label in (("watched", "watchdog, no hang_after"),
