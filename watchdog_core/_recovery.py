@@ -21,7 +21,7 @@ import os
 
 from . import _death, _reader, _ring, _shm
 from ._attribution import OomEvidence
-from ._report import DumpWriter
+from ._report import RECOVERED_BY, DumpWriter
 
 
 def _boot_id() -> str:
@@ -35,15 +35,26 @@ def _boot_id() -> str:
 Recovered = tuple[str, str | None, str]  # (segment, postmortem path or None, outcome)
 # Outcomes: "written" (a postmortem is on disk, the segment gone), "clean" (it had ended
 # cleanly: removed, nothing to write), "kept" (the disk refused: the segment stays for
-# the next try), "dropped" (its directory is refused for what it is: removed unwritten),
-# "found" (a dry run).
+# the next try), "partial" (the postmortem's JSON is on disk, its path given, but the
+# ring image is not: the segment stays for the next try), "dropped" (its directory is
+# refused for what it is: removed unwritten), "found" (a dry run).
 
 
-def recover_orphans(exclude: set[str] | None = None, *, dry_run: bool = False
-                    ) -> list[Recovered]:
+class _QuietDumpWriter(DumpWriter):
+    """Says nothing on stderr of what stops a write. A watchdog's scan for the orphans
+    of other sessions would otherwise print their disk's trouble on its own host's
+    stderr, at every start of every session on the machine; ``gc`` says it."""
+
+    def _report_once(self, key: str, message: str) -> None:
+        return
+
+
+def recover_orphans(exclude: set[str] | None = None, *, dry_run: bool = False,
+                    quiet: bool = False) -> list[Recovered]:
     """Recover every orphaned segment on the machine that belongs to us.
 
-    With ``dry_run`` nothing is written or removed.
+    With ``dry_run`` nothing is written or removed. With ``quiet`` a write that fails
+    is not said on stderr (the outcome still says it).
     """
     out: list[Recovered] = []
     for name in _shm.list_segments():
@@ -59,7 +70,7 @@ def recover_orphans(exclude: set[str] | None = None, *, dry_run: bool = False
         try:
             if os.fstat(claim).st_nlink == 0:
                 continue  # removed between our open and our lock
-            found = _recover_claimed(name, claim, dry_run)
+            found = _recover_claimed(name, claim, dry_run, quiet=quiet)
         except (OSError, ValueError):
             continue  # empty, unreadable or not a ring: `ls` reports such segments
         finally:
@@ -69,7 +80,8 @@ def recover_orphans(exclude: set[str] | None = None, *, dry_run: bool = False
     return out
 
 
-def _recover_claimed(name: str, claim: int, dry_run: bool) -> Recovered | None:
+def _recover_claimed(name: str, claim: int, dry_run: bool, *, quiet: bool = False
+                     ) -> Recovered | None:
     size = os.fstat(claim).st_size
     if not _ring.HEADER_SIZE <= size <= _ring.ring_size(_reader.MAX_SLOTS):
         # Not a ring of any geometry: copying a segment someone truncated to 10 GiB would
@@ -85,7 +97,7 @@ def _recover_claimed(name: str, claim: int, dry_run: bool) -> Recovered | None:
             return None  # made before rings had locks: no lock says whether it lives
         if dry_run:
             return name, None, "found"
-        return (name, *recover(name, image, image_bytes, words, buf, claim))
+        return (name, *recover(name, image, image_bytes, words, buf, claim, quiet=quiet))
     finally:
         words.release()
         buf.release()
@@ -93,17 +105,18 @@ def _recover_claimed(name: str, claim: int, dry_run: bool) -> Recovered | None:
 
 
 def recover(name: str, image: _reader.RingImage, image_bytes: bytes, words: memoryview,
-            buf: memoryview, claim: int) -> tuple[str | None, str]:
+            buf: memoryview, claim: int, *, quiet: bool = False) -> tuple[str | None, str]:
     """Write (or finish) the orphan's postmortem, unless it had ended cleanly, and
     remove it once that is on disk. Returns (the postmortem's path, the outcome)."""
-    writer = DumpWriter(image, {}, argv=[])  # the host is gone: its pid may be another's
+    # The host is gone: its pid may be another's, so no probe.
+    writer = (_QuietDumpWriter if quiet else DumpWriter)(image, {}, argv=[])
     store = writer.store
     files = _death.HostFiles(image.session_id, image.host_pid, image.nonce)
     death = _death.Death(words=words, shm_name=name, host_pid=image.host_pid,
                          start_ticks=image.host_start_ticks, pidfd=-1,
                          private_files=files.names, segment_fd=claim)
     crash_text, frames_text = files.read(store, image.flags)
-    note = (f"recovered by pid {os.getpid()}: neither the host nor its watchdog holds "
+    note = (f"{RECOVERED_BY}{os.getpid()}: neither the host nor its watchdog holds "
             "the ring any more")
     verdict = (_death.decode_verdict(image.verdict_word, image)
                if image.death_state >= _ring.DEATH_JUDGED else None)
@@ -122,8 +135,8 @@ def recover(name: str, image: _reader.RingImage, image_bytes: bytes, words: memo
             death.written()
             death.release(store.remove_private)
             return os.path.join(store.path, image.last_dump), "written"
-        if finished is False:
-            return None, "kept"  # the disk still refuses: keep everything for the next try
+        if finished is False:  # the disk still refuses: keep everything for the next try
+            return os.path.join(store.path, image.last_dump), "partial"
     verdict.evidence[:0] = [note]
     dump, wall_ns = writer.postmortem(verdict, None, image, [], 0, crash_text=crash_text,
                                       frames_text=frames_text, trigger="recovered",
@@ -131,4 +144,8 @@ def recover(name: str, image: _reader.RingImage, image_bytes: bytes, words: memo
     path = death.write(writer, dump, wall_ns, buf)
     if path is not None or writer.refused:  # a refused directory will not get better
         death.release(store.remove_private)
+    published = _reader.read_dump_name(buf)
+    if path is None and death.state >= _ring.DEATH_PUBLISHED and published and (
+            published != image.last_dump):  # this try's JSON is on disk, its ring is not
+        return os.path.join(store.path, published), "partial"
     return path, "written" if path else ("dropped" if writer.refused else "kept")

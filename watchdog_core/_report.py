@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from ._death import Verdict
 
 MAX_TIMELINE_POINTS = 240
+# How a recoverer's note in a postmortem's evidence begins (``_recovery``): one such
+# note is kept, however often the postmortem is retried.
+RECOVERED_BY = "recovered by pid "
 
 
 class DumpWriter:
@@ -170,7 +173,10 @@ class DumpWriter:
         """Complete a postmortem whose first phase an earlier watchdog left on disk
         (the disk filled, or it died): save the ring, add ``note`` to its evidence.
         True when done, False when the disk still refuses, None when the file is gone
-        or unreadable (then a new postmortem must be written)."""
+        or unreadable (then a new postmortem must be written).
+
+        A note of an earlier try (one starting ``RECOVERED_BY``) is replaced, not added
+        to: every new watchdog and every ``gc`` retries while the ring does not fit."""
         raw = self.store.read_dump(name)
         if raw is None:
             return None
@@ -179,7 +185,14 @@ class DumpWriter:
         except ValueError:  # pydantic's ValidationError is a ValueError
             return None
         if dump.host.exit is not None:
-            dump.host.exit.evidence.append(note)
+            evidence = dump.host.exit.evidence
+            earlier = [i for i, line in enumerate(evidence) if line.startswith(RECOVERED_BY)]
+            for i in reversed(earlier[1:]):  # a file grown by an older version: one is enough
+                del evidence[i]
+            if earlier:
+                evidence[earlier[0]] = note
+            else:
+                evidence.append(note)
         return self.complete(name, dump, self.save_ring(name, image_bytes))
 
     def prune(self, keep: str | None = None) -> None:

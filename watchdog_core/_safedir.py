@@ -4,7 +4,9 @@ The directory is refused when it is itself a symlink, belongs to another user,
 or is writable by group or others; symlinks among its ancestors are fine.
 Files are then created relative to its descriptor with O_NOFOLLOW | O_EXCL.
 ``choose_dir`` is the host's fallback chain when the folder asked for is refused
-(docs/design.md, "Where files go"). Every folder made here is 0700 whatever the umask.
+(docs/design.md, "Where files go"); it also refuses a folder no file can be made in
+(read-only, or not writable by us), and ``ls`` and ``gc`` follow it too, without making
+anything. Every folder made here is 0700 whatever the umask.
 """
 
 from __future__ import annotations
@@ -26,11 +28,17 @@ class UnsafeDirectoryError(StoreError):
     others), not for a passing condition such as a full disk."""
 
 
-def open_dir(path: str) -> int:
-    """A descriptor of ``path``, created 0700 (with any missing parents) if missing;
-    StoreError if it cannot be used, UnsafeDirectoryError if it is unsafe."""
+def open_dir(path: str, *, create: bool = True) -> int:
+    """A descriptor of ``path``, created 0700 (with any missing parents) if missing
+    (unless ``create`` is false); StoreError if it cannot be used, UnsafeDirectoryError
+    if it is unsafe.
+
+    Whether files can be made in it is not asked here: the watchdog opens its folder
+    again at a death, and a folder read-only or full at that moment must still hold
+    the evidence (docs/design.md). ``choose_dir`` asks, once, at start."""
     try:
-        make_dirs(path)
+        if create:
+            make_dirs(path)
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
@@ -84,15 +92,20 @@ def private_subdir(path: str) -> str:
     return os.path.join(path, f"watchdog-core-{os.geteuid()}")
 
 
-def choose_dir(requested: str, state_dir: str) -> tuple[str | None, list[str]]:
+def choose_dir(requested: str, state_dir: str, *, create: bool = True,
+               ) -> tuple[str | None, list[str]]:
     """Where dumps go, tried in order: ``requested``; a private per-user subfolder
     inside it (``private_subdir``), unless it is a symlink; ``state_dir`` (the default
     state folder).
 
-    The first that ``open_dir`` accepts wins (made 0700 if missing; one made by another
-    user, a symlink or one open to others is refused like any other). Returns that
-    folder, or None when all were refused, and why each folder tried before it was
-    refused, one sentence each.
+    The first that ``open_dir`` accepts and in which files can be made wins (made 0700
+    if missing; one made by another user, a symlink, one open to others, a read-only
+    one or one we may not write in is refused like any other). Returns that folder, or
+    None when all were refused, and why each folder tried before it was refused, one
+    sentence each.
+
+    With ``create`` false nothing is made: a missing folder wins when it could be made
+    (``ls`` and ``gc`` ask where a session would write without making its folder).
     """
     refusals: list[str] = []
     # A folder that is itself a symlink may lead anywhere (that is why it is refused):
@@ -100,12 +113,45 @@ def choose_dir(requested: str, state_dir: str) -> tuple[str | None, list[str]]:
     inside = () if os.path.islink(requested) else (private_subdir(requested),)
     for candidate in dict.fromkeys((requested, *inside, state_dir)):
         try:
-            os.close(open_dir(candidate))
+            if create or os.path.lexists(candidate):
+                fd = open_dir(candidate, create=create)
+                try:
+                    _require_writable(candidate, fd)
+                finally:
+                    os.close(fd)
+            else:
+                _require_makeable(candidate)
         except StoreError as exc:
             refusals.append(str(exc))
             continue
         return candidate, refusals
     return None, refusals
+
+
+def _require_writable(path: str, fd: int) -> None:
+    """StoreError unless files can be made in the folder ``fd`` (``path``)."""
+    if os.fstatvfs(fd).f_flag & os.ST_RDONLY:
+        raise StoreError(f"{path} is read-only")
+    if not os.access(".", os.W_OK | os.X_OK, dir_fd=fd, effective_ids=True):
+        raise StoreError(f"{path} is not writable")
+
+
+def _require_makeable(path: str) -> None:
+    """StoreError unless the missing folder ``path`` could be made: its nearest existing
+    ancestor is a folder we can write in (asked, never tried)."""
+    parent = os.path.dirname(path) or "."
+    while not os.path.lexists(parent) and parent != (up := os.path.dirname(parent) or "."):
+        parent = up
+    try:
+        fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)  # an ancestor may be a symlink
+    except OSError as exc:
+        raise StoreError(f"cannot make {path}: {parent}: {exc.strerror}") from exc
+    try:
+        _require_writable(parent, fd)
+    except StoreError as exc:
+        raise StoreError(f"cannot make {path}: {exc}") from exc
+    finally:
+        os.close(fd)
 
 
 def private_file_name(kind: str, session_id: str, host_pid: int, nonce: int = 0) -> str:

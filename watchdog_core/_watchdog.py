@@ -329,7 +329,9 @@ class Watcher:
     def recover_orphans(self) -> None:
         from ._recovery import recover_orphans
 
-        for name, path, outcome in recover_orphans(exclude={self.shm_name}):
+        # Quiet: another session's full or read-only folder is not this host's news, and
+        # every new session would print it again; `gc` says it. Our own writer is apart.
+        for name, path, outcome in recover_orphans(exclude={self.shm_name}, quiet=True):
             if outcome == "written":
                 say(f"recovered orphaned ring {name}: postmortem {path}")
 

@@ -76,6 +76,30 @@ def input_directory(path: str, option: str = "--dir") -> str:
     return directory
 
 
+def asked_directory(path: str | None) -> str:
+    """The diagnostics folder a command was asked about: ``--dir`` (which must be a
+    directory), else ``$WATCHDOG_CORE_DIR`` or the state folder (which may not exist
+    yet; anything else there is wrong). Absolute, not yet followed down the chain."""
+    from .._config import default_diagnostics_dir
+
+    if path is not None:
+        return input_directory(path)
+    directory = os.path.abspath(default_diagnostics_dir(os.environ))
+    if os.path.lexists(directory):
+        input_directory(directory, "the diagnostics directory")
+    return directory
+
+
+def where_dumps_go(directory: str) -> tuple[str | None, list[str]]:
+    """Where a session asking for ``directory`` writes: ``start_watchdog()``'s fallback
+    chain (docs/design.md, "Where files go"), judged without making any folder. The
+    folder (None when all are refused) and why each one before it was refused."""
+    from .._config import state_diagnostics_dir
+    from .._safedir import choose_dir
+
+    return choose_dir(directory, state_diagnostics_dir(os.environ), create=False)
+
+
 def require_segment_file(name: str) -> None:
     """UsageError unless the shared-memory segment ``name`` is a regular file (or gone:
     the open that follows says so). Anyone may put a FIFO with a segment's name in

@@ -11,7 +11,7 @@ import time
 from typing import TextIO
 
 from .. import _reader, _ring, _shm
-from . import UsageError, input_directory
+from . import UsageError, asked_directory, where_dumps_go
 from .read_ring import MAX_RING_BYTES
 
 NAME = "gc"
@@ -31,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    from .._config import _retention, default_diagnostics_dir
+    from .._config import _retention
     from .._recovery import recover_orphans
     from .._store import DiagnosticsDir, StoreError
 
@@ -40,18 +40,19 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     except ValueError as exc:
         raise UsageError(str(exc).replace("max_files", "--max-files")
                          .replace("max_bytes", "--max-bytes")) from None
-    if args.dir is not None:
-        directory = input_directory(args.dir)
-    else:  # the default may not exist yet; anything else there is wrong
-        directory = os.path.abspath(default_diagnostics_dir(os.environ))
-        if os.path.lexists(directory):
-            input_directory(directory, "the diagnostics directory")
+    asked = asked_directory(args.dir)
+    # Retention runs where a session asking for that folder writes: the fallback chain,
+    # as start_watchdog() follows it (docs/design.md, "Where files go"). A folder the
+    # chain would make has nothing to prune yet, so nothing is made here.
+    directory, refusals = where_dumps_go(asked)
     recovered = recover_orphans(dry_run=args.dry_run)
     corrupt = remove_corrupt(dry_run=args.dry_run)
-    store = DiagnosticsDir(directory, max_files=max_files, max_bytes=max_bytes)
     pruned: list[str] = []
     error = None
-    if os.path.isdir(directory):
+    if directory is None:
+        directory, error = asked, "; ".join(refusals)
+    elif os.path.isdir(directory):
+        store = DiagnosticsDir(directory, max_files=max_files, max_bytes=max_bytes)
         try:
             pruned = store.prune(dry_run=args.dry_run)
         except StoreError as exc:
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
               "orphans": [{"segment": s, "postmortem": p, "outcome": o} for s, p, o in recovered],
               "corrupt": [{"segment": s, "problem": p, "outcome": o} for s, p, o in corrupt],
               "pruned": pruned, "directory": directory, "error": error}
-    unwritten = [s for s, _, o in recovered if o in ("kept", "dropped")]
+    unwritten = [s for s, _, o in recovered if o in ("kept", "partial", "dropped")]
     if args.json:
         out.write(json.dumps(result, indent=2) + "\n")
     else:
@@ -145,6 +146,8 @@ _ORPHAN_LINES = {
     "clean": "removed {segment} (it had ended cleanly: nothing to write)",
     "kept": "cannot write the postmortem of {segment} yet (see the line above); it stays "
             "in shared memory",
+    "partial": "wrote the postmortem of {segment} to {path}, but not yet its ring image "
+               "(see the line above); the ring stays in shared memory",
     "dropped": "removed {segment} unwritten: its diagnostics directory is refused",
     "found": "would recover {segment}",
 }

@@ -13,8 +13,7 @@ import time
 from typing import TYPE_CHECKING, TextIO
 
 from .. import _reader, _ring, _shm
-from .._config import default_diagnostics_dir
-from . import UsageError, input_directory, read_input_file, require_segment_file
+from . import UsageError, asked_directory, read_input_file, require_segment_file, where_dumps_go
 
 if TYPE_CHECKING:
     import mmap
@@ -122,11 +121,34 @@ def recent_dumps(directory: str, last: int) -> list[dict[str, object]]:
     return out
 
 
-def dump_directories(directory: str, rows: list[dict[str, object]]) -> dict[str, list[str]]:
-    """``directory`` and every listed session's own diagnostics directory (from its
-    ring's header), each once, with the sessions that write there."""
-    found: dict[str, list[str]] = {directory: []}
-    seen = {os.path.realpath(directory): directory}
+def asked_directories(directory: str) -> list[str]:
+    """``directory`` and where a session asking for it writes when it is refused
+    (docs/design.md, "Where files go"): its private subfolder when that exists and is
+    safe, and the folder the fallback chain ends at when that exists. Nothing is made."""
+    from .._safedir import StoreError, open_dir, private_subdir
+
+    found = [directory]
+    inside = private_subdir(directory)
+    if not os.path.islink(directory) and os.path.lexists(inside):  # the chain's rule
+        try:
+            os.close(open_dir(inside, create=False))
+            found.append(inside)
+        except StoreError:
+            pass  # another user's, a symlink, open to others: not where ours went
+    chosen, _ = where_dumps_go(directory)
+    if chosen is not None and os.path.isdir(chosen):
+        found.append(chosen)
+    return list(dict.fromkeys(found))
+
+
+def dump_directories(asked: list[str], rows: list[dict[str, object]]
+                     ) -> dict[str, list[str]]:
+    """The ``asked`` directories and every listed session's own diagnostics directory
+    (from its ring's header), each once, with the sessions that write there."""
+    found: dict[str, list[str]] = {}
+    seen: dict[str, str] = {}
+    for folder in asked:
+        found.setdefault(seen.setdefault(os.path.realpath(folder), folder), [])
     for r in rows:
         where = r.get("diagnosticsDir")
         if not isinstance(where, str):
@@ -139,14 +161,9 @@ def dump_directories(directory: str, rows: list[dict[str, object]]) -> dict[str,
 def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.last < 0:
         raise UsageError("--last must be >= 0")
-    if args.dir is not None:
-        directory = input_directory(args.dir)
-    else:  # the default may not exist yet; anything else there is wrong
-        directory = os.path.abspath(default_diagnostics_dir(os.environ))
-        if os.path.lexists(directory):
-            input_directory(directory, "the diagnostics directory")
+    directory = asked_directory(args.dir)
     rows = sessions()
-    directories = dump_directories(directory, rows)
+    directories = dump_directories(asked_directories(directory), rows)
     dumps = {d: recent_dumps(d, args.last) for d in directories}
     trouble = any(r.get("level") in ("hard", "critical") and r.get("alive") for r in rows)
     if args.json:
@@ -174,7 +191,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if not rows:
         w("(no live sessions)\n")
     for where, owners in directories.items():
-        whose = f" (session {', '.join(sorted(set(owners)))})" if where != directory else ""
+        whose = (f" (session {', '.join(sorted(set(owners)))})"
+                 if owners and where != directory else "")
         w(f"\nrecent dumps in {where}{whose}:\n")
         for d in dumps[where]:
             if "error" in d:
