@@ -13,7 +13,7 @@
   stops responding; faulthandler's C handler works even while the GIL is held;
 * a heartbeat thread writes ``CLOCK_MONOTONIC`` into the ring every second and
   restarts a watchdog that died (a few times at most); with ``hang_after`` it also
-  notes when the main thread's innermost frame last changed (docs/hangs.md);
+  notes when the main thread's innermost frame last changed (``_mainframe``);
 * an uncaught exception's frames (file, line, function: code, no values) go to a
   private file beside the dumps, for the postmortem;
 * with ``catch_sigterm=True``, SIGTERM is noted in the ring, then re-raised.
@@ -38,6 +38,7 @@ import time
 import warnings
 
 from . import _ring
+from ._mainframe import MainFrameWatch
 from ._safedir import StoreError, create_private_file, open_dir, private_file_name
 
 TYPE_CHECKING = False
@@ -50,11 +51,6 @@ if TYPE_CHECKING:
 
 MAX_RESTARTS = 3
 MAX_FRAMES = 64  # of an uncaught exception's traceback, the innermost kept
-# hang_after: when the main thread is seen in the same frame a beat apart while busy,
-# it is looked at again every LOOK_STEP for up to LOOK_FOR before that is believed
-# (docs/hangs.md: a loop that calls functions is seen in its own frame half the time).
-LOOK_FOR = 0.2
-LOOK_STEP = 0.002
 RESTART_SPACING = 2.0  # seconds between two restarts of a dying watchdog
 
 # -- process-wide hooks: installed once, dispatching to the running session --------------
@@ -183,13 +179,7 @@ class HostHooks:
         self.sigterm_caught = False  # _on_sigterm is installed for this session
         self.restarts = 0
         self.last_restart = 0.0
-        # hang_after: the main thread, and its innermost frame as the heartbeat last saw
-        # it. Held, not just its id(): a frame freed and a new one allocated at the same
-        # address would look like a thread that never left its frame.
-        self.main_ident = 0
-        self.main_frame: object = None
-        self.main_clock: int | None = None  # the main thread's CPU-time clock, if any
-        self.main_cpu = (0.0, 0.0)  # (monotonic, main thread CPU seconds) at the last beat
+        self.main: MainFrameWatch | None = None  # hang_after: the main thread's frame
         self.running = True
         # stop() releases `_wake` so the heartbeat ends at once, and waits for it on
         # `_beating` (held while the thread runs): one heartbeat thread at a time.
@@ -208,7 +198,7 @@ class HostHooks:
         if self.config.catch_sigterm:
             self._install_sigterm()
         if self.config.hang_after:
-            self._find_main_thread()
+            self.main = MainFrameWatch(self.w.words)
         self._beating.acquire()
         try:
             _thread.start_new_thread(self._heartbeat, ())
@@ -263,22 +253,6 @@ class HostHooks:
         # longer ours (_check_stack_signal).
         self.stack_seen = _signal.getsignal(signum)
         w.set_flag(_ring.FLAG_STACK_SIGNAL)
-
-    def _find_main_thread(self) -> None:
-        """Publish the main thread's ids: the watchdog reads its CPU time by the kernel's
-        id and finds its stack in faulthandler's output by the pthread id."""
-        threading: Any = sys.modules.get("threading")
-        if threading is None:  # rare (the host started no thread through it): 2.5 ms
-            import threading
-        main = threading.main_thread()
-        self.main_ident = main.ident or 0
-        try:  # taken while the main thread certainly lives; Linux, not macOS
-            self.main_clock = time.pthread_getcpuclockid(self.main_ident)
-        except (AttributeError, OSError):
-            self.main_clock = None
-        words = self.w.words
-        words[_ring.W_MAIN_TID] = main.native_id or 0
-        words[_ring.W_MAIN_IDENT] = self.main_ident
 
     def _install_sigterm(self) -> None:
         current = _signal.getsignal(_signal.SIGTERM)
@@ -356,8 +330,8 @@ class HostHooks:
             while self.active():
                 try:
                     self.w.words[_ring.W_HEARTBEAT] = time.monotonic_ns()
-                    if self.main_ident:
-                        self._watch_main_frame()
+                    if self.main is not None:
+                        self.main.look(self.active)
                     if self.stack_registered and not self.stack_lost:
                         self._check_stack_signal()
                     self._reap_or_restart()
@@ -366,39 +340,9 @@ class HostHooks:
                 if self._wake.acquire(True, period):
                     return
         finally:
-            self.main_frame = None  # let its locals go
+            if self.main is not None:
+                self.main.forget()
             self._beating.release()
-
-    def _watch_main_frame(self) -> None:
-        # A busy loop in pure Python lets this thread run (the GIL switches every 5 ms),
-        # so the heartbeat stays fresh; what gives it away is a main thread that never
-        # leaves its innermost frame while it burns CPU. The watchdog judges the CPU.
-        current = sys._current_frames
-        frame = current().get(self.main_ident)
-        if frame is self.main_frame and self._main_busy():
-            # One look a beat apart sees a loop that calls a function in its own frame
-            # about half the time: look densely before believing it never left.
-            until = time.monotonic() + LOOK_FOR
-            while frame is self.main_frame and self.running and time.monotonic() < until:
-                time.sleep(LOOK_STEP)
-                frame = current().get(self.main_ident)
-        if frame is not self.main_frame:
-            self.main_frame = frame
-            self.w.words[_ring.W_MAIN_FRAME_SINCE] = time.monotonic_ns()
-
-    def _main_busy(self) -> bool:
-        """Did the main thread use half a CPU since the last beat? (A waiting one needs
-        no second look: the watchdog will not call it stuck.) True when unknown."""
-        if self.main_clock is None:
-            return True
-        try:
-            cpu = time.clock_gettime(self.main_clock)
-        except OSError:  # the main thread has ended
-            return False
-        now = time.monotonic()
-        then, cpu_then = self.main_cpu
-        self.main_cpu = (now, cpu)
-        return cpu - cpu_then >= 0.5 * (now - then)
 
     def _check_stack_signal(self) -> None:
         # A host that calls signal.signal() for the stack signal after us (a gunicorn
@@ -515,7 +459,8 @@ class HostHooks:
         if _session is self:
             _session = None
         self._release_faulthandler(in_child=True)
-        self.main_frame = None
+        if self.main is not None:
+            self.main.forget()
         for attr in ("crash_fd", "stacks_fd", "dir_fd"):
             self._close_fd(attr)
 
