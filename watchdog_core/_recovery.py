@@ -90,13 +90,14 @@ def _recover_claimed(name: str, claim: int, dry_run: bool, *, quiet: bool = Fals
     mapping = _shm.map_descriptor(claim, writable=True)
     buf = memoryview(mapping)
     words = buf.cast("Q")
-    image_bytes = bytes(buf)
     try:
-        image = _reader.RingImage(image_bytes)
-        if not image.features & _ring.FEATURE_LOCKS and image.boot_id == _boot_id():
-            return None  # made before rings had locks: no lock says whether it lives
+        with _reader.RingImage(buf) as header:  # the header alone: no page is touched
+            if not header.features & _ring.FEATURE_LOCKS and header.boot_id == _boot_id():
+                return None  # made before rings had locks: no lock says whether it lives
         if dry_run:
             return name, None, "found"
+        image_bytes = bytes(buf)  # the whole ring, for its postmortem and its .ring file
+        image = _reader.RingImage(image_bytes)
         return (name, *recover(name, image, image_bytes, words, buf, claim, quiet=quiet))
     finally:
         words.release()

@@ -111,14 +111,17 @@ def test_an_orphan_larger_than_any_ring_is_not_copied(session: str) -> None:
     path = os.path.join("/dev/shm", name)
     with open(path, "wb") as f:
         f.truncate(512 << 20)  # sparse: costs no memory until someone reads it
-    code = ("import resource, sys\n"
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child of a big
+    # pytest process would report pytest's peak.
+    code = ("import sys\n"
             "from watchdog_core import _recovery, _shm\n"
             "claim = _shm.claim_segment(sys.argv[1])\n"
             "try:\n"
             "    _recovery._recover_claimed(sys.argv[1], claim, dry_run=False)\n"
             "except ValueError as exc:\n"
             "    print(exc, file=sys.stderr)\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+            "print(next(line.split()[1] for line in open('/proc/self/status')\n"
+            "           if line.startswith('VmHWM:')))\n")
     try:
         out = subprocess.run([sys.executable, "-c", code, name], capture_output=True,
                              text=True, timeout=60, check=True)
