@@ -6,11 +6,14 @@ the user's own stat names in ``session`` are kept verbatim.
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
+import re
 from collections.abc import Mapping
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -47,16 +50,60 @@ def _json_number(value: V) -> V | str:
 
 
 def _stat_from_json(value: object) -> object:
-    return NON_FINITE.get(value, value) if isinstance(value, str) else value
+    if isinstance(value, str):
+        return NON_FINITE.get(value, value)
+    # The ring keeps whole numbers as int64; one beyond that is no stat a host recorded
+    # (and the float branch would otherwise take it, silently rounded).
+    if isinstance(value, int) and not isinstance(value, bool) and not (
+            INT64_MIN <= value <= INT64_MAX):
+        raise ValueError("a whole-number stat is a 64-bit signed integer")
+    return value
 
+
+_NUMBER_OR_NON_FINITE = {"anyOf": [{"type": "number"}, {"enum": list(NON_FINITE)}]}
+
+# Whole numbers as the ring, the kernel and every reader keep them: 64-bit signed. A file
+# holding 10**400 is not a dump (a reader would overflow on it). Bytes and counts are
+# never negative, except where they are copied from a ring's status block (rss, heap
+# used, limit: a host that scribbled over its ring must not stop its postmortem) or from
+# the limits as each source states them.
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]  # bytes, frames, slots, records
+
+# A float field as a dump writes it: a number, or a NON_FINITE string for NaN and the
+# infinities (ser_json_inf_nan="strings"); reading accepts both. The schema says so.
+Real = Annotated[float, WithJsonSchema(_NUMBER_OR_NON_FINITE)]
 
 # A stat as a dump holds it: a number, or one of the NON_FINITE strings. Non-finite stats
 # are stored and shown, never refused: a loss that turned NaN is what a black box is for.
-# Strict otherwise: no other strings, no bools.
+# Strict otherwise: no other strings, no bools, no integer beyond int64.
 StatValue = Annotated[
     StrictInt | StrictFloat,
     BeforeValidator(_stat_from_json),
-    WithJsonSchema({"anyOf": [{"type": "number"}, {"enum": list(NON_FINITE)}]}),
+    WithJsonSchema(_NUMBER_OR_NON_FINITE),
+]
+
+# The dump's time as _store.dump_timestamp writes it: ISO 8601, UTC, with a Z.
+_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+                        r"(\.[0-9]{1,6})?Z")
+
+
+def _utc_timestamp(value: str) -> str:
+    if not _TIMESTAMP.fullmatch(value):
+        raise ValueError("should be an ISO 8601 UTC time such as 2026-11-29T10:15:00.123456Z")
+    try:
+        _dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%S" + (".%fZ" if "." in value else "Z"))
+    except ValueError:
+        raise ValueError(f"{value} is no time of the calendar") from None
+    return value
+
+
+Timestamp = Annotated[
+    str,
+    AfterValidator(_utc_timestamp),
+    WithJsonSchema({"type": "string", "format": "date-time",
+                    "pattern": f"^{_TIMESTAMP.pattern}$"}),
 ]
 
 
@@ -68,43 +115,43 @@ class _Model(BaseModel):
 
 
 class MemoryInfo(_Model):
-    rss: int | None = Field(description="host resident set size, bytes; null if the "
-                                        "host died before the first sample")
-    heap_used: int | None = Field(description="anonymous resident memory (RssAnon), bytes")
-    heap_limit: int | None = Field(description="the effective limit, bytes")
-    ratio: float = Field(description="highest usage/limit ratio over every known limit")
+    rss: Int64 | None = Field(description="host resident set size, bytes; null if the "
+                                          "host died before the first sample")
+    heap_used: Int64 | None = Field(description="anonymous resident memory (RssAnon), bytes")
+    heap_limit: Int64 | None = Field(description="the effective limit, bytes")
+    ratio: Real = Field(description="highest usage/limit ratio over every known limit")
     limit_source: str = Field(description="configured, ram, available, cgroup-v2, cgroup-v1, "
                                           "rlimit-as, rlimit-data, or none")
-    vms: int = 0
-    uss: int | None = None
-    swap: int = 0
-    system_available: int | None = None
-    psi_some_avg10: float | None = None
-    psi_full_avg10: float | None = None
-    growth_bytes_per_second: float = 0.0
-    seconds_to_limit: float | None = None
-    limits: dict[str, int] = Field(default_factory=dict,
-                                   description="every limit considered, by source, bytes")
+    vms: Count = 0
+    uss: Count | None = None
+    swap: Count = 0
+    system_available: Count | None = None
+    psi_some_avg10: Real | None = None
+    psi_full_avg10: Real | None = None
+    growth_bytes_per_second: Real = 0.0
+    seconds_to_limit: Real | None = None
+    limits: dict[str, Int64] = Field(default_factory=dict,
+                                     description="every limit considered, by source, bytes")
 
 
 class CodeFrame(_Model):
     """One frame of a traceback: where in the code, never what values it held."""
 
     file: str
-    line: int | None = None
+    line: Int64 | None = None
     function: str
 
 
 class HostExit(_Model):
     kind: ExitKind
     signal: str | None = None
-    exit_code: int | None = None
+    exit_code: Int64 | None = None
     exception: str | None = Field(None, description="type name of an uncaught exception")
     frames: list[CodeFrame] = Field(
         default_factory=list, description="where the uncaught exception was raised: its "
         "traceback's frames, outermost first, as file, line and function (no message, no "
         "values)")
-    frames_omitted: int = Field(0, description="older frames left out of ``frames`` (a "
+    frames_omitted: Count = Field(0, description="older frames left out of ``frames`` (a "
                                 "deep recursion keeps the innermost 64)")
     evidence: list[str] = Field(default_factory=list)
     confidence: Confidence = Field(
@@ -114,38 +161,38 @@ class HostExit(_Model):
 
 
 class HostInfo(_Model):
-    pid: int
+    pid: Int64
     python: str | None = None
     argv: list[str] = Field(default_factory=list)
     alive: bool
     exit: HostExit | None = None
-    threads: int | None = None
-    fds: int | None = None
-    cpu_seconds: float | None = None
+    threads: Count | None = None
+    fds: Count | None = None
+    cpu_seconds: Real | None = None
 
 
 class RiskDetail(_Model):
     id: str
     severity: str
     message: str
-    value: float
-    threshold: float
+    value: Real
+    threshold: Real
 
 
 class TimelinePoint(_Model):
-    t: float = Field(description="seconds relative to the dump's timestamp (negative)")
-    rss: int
-    ratio: float
+    t: Real = Field(description="seconds relative to the dump's timestamp (negative)")
+    rss: Count
+    ratio: Real
 
 
 class RingInfo(_Model):
     file: str | None = None
-    slots: int
-    records: int
-    torn: int = 0
+    slots: Count
+    records: Count
+    torn: Count = 0
     corrupt: str | None = Field(None, description="what was wrong with the ring, if it "
                                 "could not be read whole; the dump holds what could be")
-    last_record_age: float | None = Field(
+    last_record_age: Real | None = Field(
         None, description="seconds between the newest record and the dump, at the "
                           "watchdog's sampling resolution")
 
@@ -158,25 +205,25 @@ class Responsiveness(_Model):
         "innermost frame for hang_after; idle: no record()/mark() for idle_after")
     main_thread: str | None = Field(None, description="the main thread's id as the stacks "
                                     "file prints it (faulthandler's 'Thread 0x...')")
-    main_thread_cpu: float | None = Field(None, description="main-thread-stuck: the share of "
+    main_thread_cpu: Real | None = Field(None, description="main-thread-stuck: the share of "
                                           "one CPU the main thread used while stuck")
-    heartbeat_age: float | None = Field(None, description="seconds since the host's "
+    heartbeat_age: Real | None = Field(None, description="seconds since the host's "
                                         "heartbeat thread last ran")
-    idle_seconds: float | None = Field(None, description="seconds without record()/mark()")
-    unresponsive_for: float | None = Field(None, description="on recovery: how long it lasted")
+    idle_seconds: Real | None = Field(None, description="seconds without record()/mark()")
+    unresponsive_for: Real | None = Field(None, description="on recovery: how long it lasted")
     stacks_missing: str | None = Field(None, description="why there are no stacks, if none")
 
 
 class WatchdogInfo(_Model):
-    pid: int
+    pid: Int64
     version: str
-    interval: float
+    interval: Real
 
 
 class Diagnostics(_Model):
     schema_: Literal["watchdog-core/diagnostics/v1"] = Field(
         "watchdog-core/diagnostics/v1", alias="schema")
-    timestamp: str
+    timestamp: Timestamp
     session_id: str
     trigger: Trigger
     reason: str | None = Field(None, description="the host's reason for a manual dump")

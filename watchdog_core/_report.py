@@ -326,6 +326,12 @@ def say(message: str) -> None:
         pass
 
 
+def _count(text: str) -> int:
+    """A count from the host's exception file; 0 for anything else. The host may have
+    scribbled over it, and a number the dump cannot hold must not cost the postmortem."""
+    return int(text) if text.isdigit() and len(text) < 10 else 0
+
+
 def parse_frames(text: str | None) -> tuple[list[CodeFrame], int]:
     """The host's exception file (``line<TAB>function<TAB>file`` per frame, outermost
     first; ``# N frames omitted`` first when it was cut) as (frames, omitted). A line
@@ -335,12 +341,12 @@ def parse_frames(text: str | None) -> tuple[list[CodeFrame], int]:
         parts = line.split("\t", 2)
         if line.startswith("# ") and line.endswith(" frames omitted"):
             count = line[2:].split(" ", 1)[0]
-            omitted = int(count) if count.isdigit() else 0
+            omitted = _count(count)
             continue
         if line.startswith("#") or len(parts) != 3:
             continue
         lineno, function, file = parts
-        frames.append(CodeFrame(file=file, line=int(lineno) if lineno.isdigit() else None,
+        frames.append(CodeFrame(file=file, line=_count(lineno) or None,
                                 function=function))
     return frames, omitted
 

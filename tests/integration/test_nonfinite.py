@@ -96,7 +96,7 @@ def test_show_prints_them_and_round_trips(dumps: dict[str, Path], which: str) ->
     if which == "postmortem":  # how sure the verdict is, for a person too
         assert "exit        killed SIGKILL (certain)\n" in text.stdout, text.stdout
     as_json = run("show", "--json", str(dumps[which]))
-    assert as_json.returncode == 0, as_json.stderr
+    assert as_json.returncode == text.returncode, as_json.stderr  # the same verdict
     assert strict_json(as_json.stdout) == strict_json(dumps[which].read_bytes())
     assert math.isnan(load(as_json.stdout).session["loss"])
 

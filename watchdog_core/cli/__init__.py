@@ -7,7 +7,11 @@ with one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import io
+import json
+import math
 import os
+import re
 import stat
 import sys
 from typing import NoReturn, TextIO
@@ -17,6 +21,71 @@ from .. import __version__
 
 class UsageError(Exception):
     """Bad input from the user: one line on stderr, exit 2."""
+
+
+# What a terminal would act on rather than show: C0 controls (ESC starts a sequence that
+# retitles the window or clears the screen; newline and tab break a line or a column),
+# DEL, the C1 controls, the line and paragraph separators, the bidi controls that reorder
+# what follows them (U+202E shows "exe.txt" for "txt.exe"), and lone surrogates (a file
+# name that is not UTF-8, which no terminal encoding can write).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e"
+                          "\u2066-\u2069\ud800-\udfff]")
+
+
+def printable(text: object) -> str:
+    """``text`` as it may reach a terminal: each character of ``_UNPRINTABLE`` written as
+    ``\\xNN`` or ``\\uNNNN``, so untrusted text (a ring's header, a dump's fields, a file
+    name) can neither drive the terminal nor make one field look like two lines. A
+    display form, not an encoding: a backslash already in the text is left as it is."""
+    return _UNPRINTABLE.sub(_escape, str(text))
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+# JSON has no NaN or infinities: they are written as these strings, as a dump writes them
+# (_diagnostics.NON_FINITE, which needs pydantic; this is the stdlib's copy).
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def json_text(document: object) -> str:
+    """``document`` as the CLI prints JSON: strict (a non-finite float becomes ``"NaN"``,
+    ``"Infinity"`` or ``"-Infinity"``), ASCII only (``\\uNNNN`` escapes, so no terminal
+    control and no output encoding can break it), indented, with a final newline."""
+    return json.dumps(_finite(document), indent=2, ensure_ascii=True, allow_nan=False,
+                      default=str) + "\n"
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return _NON_FINITE[repr(value)]
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def absolute(path: str, what: str) -> str:
+    """``path`` made absolute; UsageError when it is relative to a current directory that
+    was removed (``os.getcwd()`` fails then)."""
+    try:
+        return os.path.abspath(path)
+    except OSError:
+        raise UsageError(f"{what} {path}: relative to a current directory that no longer "
+                         "exists") from None
+
+
+def owner_name(uid: int) -> str:
+    """The user name of ``uid``, else ``uid N``."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return f"uid {uid}"
 
 
 def read_input_file(path: str, limit: int, what: str = "such file") -> bytes:
@@ -63,7 +132,7 @@ def input_directory(path: str, option: str = "--dir") -> str:
     open: a missing one, a file, a loop of symlinks or an unreadable one is bad input."""
     if not path.strip():
         raise UsageError(f"{option} must name a directory")
-    directory = os.path.abspath(path)
+    directory = absolute(path, option)
     try:
         os.close(os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK
                          | os.O_CLOEXEC))
@@ -84,7 +153,7 @@ def asked_directory(path: str | None) -> str:
 
     if path is not None:
         return input_directory(path)
-    directory = os.path.abspath(default_diagnostics_dir(os.environ))
+    directory = absolute(default_diagnostics_dir(os.environ), "the diagnostics directory")
     if os.path.lexists(directory):
         input_directory(directory, "the diagnostics directory")
     return directory
@@ -133,10 +202,19 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "watchdog-core", command: str | None = None
+                 ) -> argparse.ArgumentParser:
+    """The parser of every command; with ``command``, of that one alone, named ``prog``
+    (tools/read_ring.py is ``read-ring`` under its own name)."""
     from . import demo, gc, ls, read_ring, schema, show
 
-    parser = _Parser(prog="watchdog-core", description="A memory-and-crash black box.")
+    if command is not None:
+        (module,) = [m for m in (ls, read_ring, show, gc, schema, demo) if command == m.NAME]
+        single = _Parser(prog=prog, description=module.HELP)
+        module.configure(single)
+        single.set_defaults(run=module.run, commands=[command])
+        return single
+    parser = _Parser(prog=prog, description="A memory-and-crash black box.")
     parser.add_argument("--version", action="version", version=f"watchdog-core {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in (ls, read_ring, show, gc, schema, demo):
@@ -147,10 +225,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+def main(argv: list[str] | None = None, out: TextIO | None = None, *,
+         prog: str = "watchdog-core", command: str | None = None) -> int:
+    """Run one command: ``argv`` (default ``sys.argv[1:]``) parsed by ``build_parser(prog,
+    command)``; its output to ``out`` (default stdout). Returns the exit code."""
+    # A terminal or pipe that is not UTF-8 (PYTHONIOENCODING=latin-1, LANG=C) writes what
+    # it cannot encode as \uNNNN instead of failing half-way through the output.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (OSError, ValueError):
+                pass
     out = out or sys.stdout
-    parser = build_parser()
     try:
+        parser = build_parser(prog, command)  # inside: a Ctrl-C while it imports is 130
         try:
             args = parser.parse_args(sys.argv[1:] if argv is None else argv)
         except SystemExit as exc:  # --help, --version: printed to stdout already
@@ -161,9 +250,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
                              f"(usage: {usage}; --help says more)")
         return int(args.run(args, out))
     except UsageError as exc:
-        # One line, whatever the user's path held (a newline in a file name).
-        message = str(exc).replace("\r", "\\r").replace("\n", "\\n")
-        print(f"watchdog-core: error: {message}", file=sys.stderr)
+        # One line, whatever the user's path held (a newline or an escape in a file name).
+        print(f"watchdog-core: error: {printable(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `watchdog-core read-ring ... | head`
         return 0

@@ -4,14 +4,15 @@ and prune the directory by retention."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import struct
+import sys
 import time
+import warnings
 from typing import TextIO
 
 from .. import _reader, _ring, _shm
-from . import UsageError, asked_directory, where_dumps_go
+from . import UsageError, asked_directory, json_text, printable, where_dumps_go
 from .read_ring import MAX_RING_BYTES
 
 NAME = "gc"
@@ -36,10 +37,17 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     from .._store import DiagnosticsDir, StoreError
 
     try:
-        max_files, max_bytes = _retention(os.environ, args.max_files, args.max_bytes)
+        # A bad WATCHDOG_CORE_MAX_FILES/_MAX_BYTES is ignored with a warning: one line of
+        # ours, not Python's two (file, line and source of the warn() call).
+        with warnings.catch_warnings(record=True) as ignored:
+            warnings.simplefilter("always")
+            max_files, max_bytes = _retention(os.environ, args.max_files, args.max_bytes)
     except ValueError as exc:
         raise UsageError(str(exc).replace("max_files", "--max-files")
                          .replace("max_bytes", "--max-bytes")) from None
+    for warning in ignored:
+        text = str(warning.message).removeprefix("watchdog-core: ")
+        print(f"watchdog-core: warning: {printable(text)}", file=sys.stderr)
     asked = asked_directory(args.dir)
     # Retention runs where a session asking for that folder writes: the fallback chain,
     # as start_watchdog() follows it (docs/design.md, "Where files go"). A folder the
@@ -63,18 +71,21 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
               "pruned": pruned, "directory": directory, "error": error}
     unwritten = [s for s, _, o in recovered if o in ("kept", "partial", "dropped")]
     if args.json:
-        out.write(json.dumps(result, indent=2) + "\n")
+        out.write(json_text(result))
     else:
+        # Segment names are checked, but a postmortem's path names the directory a ring's
+        # header gave, and a problem quotes what the segment held: printable() them.
+        p = printable
         for segment, path, outcome in recovered:
-            out.write(_ORPHAN_LINES[outcome].format(segment=segment, path=path) + "\n")
+            out.write(_ORPHAN_LINES[outcome].format(segment=p(segment), path=p(path)) + "\n")
         verb = "would remove" if args.dry_run else "removed"
         for segment, problem, _ in corrupt:
-            out.write(f"{verb} {segment}: an unreadable ring ({problem}) that no host or "
-                      "watchdog holds\n")
+            out.write(f"{verb} {p(segment)}: an unreadable ring ({p(problem)}) that no host "
+                      "or watchdog holds\n")
         for name in pruned:
-            out.write(f"{verb} {os.path.join(directory, name)}\n")
+            out.write(f"{verb} {p(os.path.join(directory, name))}\n")
         if error:
-            out.write(f"cannot prune: {error}\n")
+            out.write(f"cannot prune: {p(error)}\n")
         if not recovered and not corrupt and not pruned and not error:
             out.write("nothing to do\n")
     return 1 if error or unwritten else 0

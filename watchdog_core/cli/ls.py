@@ -13,7 +13,17 @@ import time
 from typing import TYPE_CHECKING, TextIO
 
 from .. import _reader, _ring, _shm
-from . import UsageError, asked_directory, read_input_file, require_segment_file, where_dumps_go
+from . import (
+    UsageError,
+    _reason,
+    asked_directory,
+    json_text,
+    owner_name,
+    printable,
+    read_input_file,
+    where_dumps_go,
+)
+from .read_ring import map_segment
 
 if TYPE_CHECKING:
     import mmap
@@ -31,37 +41,46 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def sessions() -> list[dict[str, object]]:
-    """One row per watchdog-core segment on the machine.
+    """One row per watchdog-core segment on the machine, each with its owner's ``uid``
+    and ``user`` (from the segment's file in /dev/shm).
 
     Whether the host and its watchdog live is read from the segment's locks, never
     from pids: a ring in /dev/shm may belong to another pid namespace, where its
-    pid numbers name other processes (docs/design.md).
+    pid numbers name other processes (docs/design.md). Another user's segment that
+    cannot be opened is private to its owner: its row says only whose it is
+    (``readable`` false), never that the ring is broken.
     """
     rows: list[dict[str, object]] = []
     now_ns = time.time_ns()
+    me = os.geteuid()
     for name in _shm.list_segments():
+        uid = _shm.segment_owner(name)
+        if uid is None:
+            continue  # gone since the listing
+        owner: dict[str, object] = {"segment": name, "uid": uid, "user": owner_name(uid)}
         # Mapped, not copied: only the header is read, however large the segment says
-        # it is (a hostile one may be any size).
+        # it is (a hostile one may be any size; one larger than any ring is refused).
         try:
-            require_segment_file(name)
+            mapping = map_segment(name)
         except UsageError as exc:
-            rows.append({"segment": name, "error": str(exc)})
+            rows.append({**owner, "error": str(exc)})
             continue
-        try:
-            mapping = _shm.open_segment(name)
         except FileNotFoundError:
             continue  # gone since the listing
         except _shm.SegmentError:
             continue  # empty: a host is creating it this very moment
         except (OSError, ValueError) as exc:
-            rows.append({"segment": name, "error": f"cannot map it: {exc}"})
+            if isinstance(exc, PermissionError) and uid != me:  # theirs, private to them
+                rows.append({**owner, "readable": False})
+            else:
+                rows.append({**owner, "error": f"cannot map it: {_reason(exc)}"})
             continue
         try:
             row = _session_row(name, mapping, now_ns)
         finally:
             mapping.close()
         if row is not None:
-            rows.append(row)
+            rows.append({**owner, **row})
     return rows
 
 
@@ -110,15 +129,36 @@ def recent_dumps(directory: str, last: int) -> list[dict[str, object]]:
             # Bounded and never blocking: a FIFO or a huge file may hold a dump's name.
             doc = json.loads(read_input_file(os.path.join(directory, name), MAX_DUMP_BYTES,
                                              "dump"))
-            row.update({"trigger": doc.get("trigger"), "level": doc.get("level"),
-                        "timestamp": doc.get("timestamp"), "sessionId": doc.get("sessionId"),
-                        "exit": (doc.get("host") or {}).get("exit")})
+            host = doc.get("host") or {}
+            row.update({key: _text_or_none(doc.get(key))
+                        for key in ("trigger", "level", "timestamp", "sessionId")})
+            row["exit"] = _bounded(host.get("exit"))
         except UsageError as exc:
             row["error"] = str(exc)
         except (ValueError, RecursionError, AttributeError):
             row["error"] = "not a diagnostics file"
         out.append(row)
     return out
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+# A dump's host.exit is a few levels deep (exit, frames, frame); an unvalidated file may
+# nest anything there, which would take the JSON printer deeper than Python recurses.
+_MAX_DEPTH = 8
+
+
+def _bounded(value: object, depth: int = 0) -> object:
+    """``value`` (parsed JSON) as it is, unless it nests deeper than _MAX_DEPTH."""
+    if depth > _MAX_DEPTH:
+        raise ValueError("nested too deep")
+    if isinstance(value, dict):
+        return {k: _bounded(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_bounded(v, depth + 1) for v in value]
+    return value
 
 
 def asked_directories(directory: str) -> list[str]:
@@ -163,21 +203,54 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError("--last must be >= 0")
     directory = asked_directory(args.dir)
     rows = sessions()
-    directories = dump_directories(asked_directories(directory), rows)
+    me = os.geteuid()
+    # Only our own sessions' trouble is ours: anyone may plant a segment that says
+    # critical and hold its lock, and another user's job is not what we asked about.
+    # Their directories are not ours to list either.
+    ours = [r for r in rows if r["uid"] == me]
+    directories = dump_directories(asked_directories(directory), ours)
     dumps = {d: recent_dumps(d, args.last) for d in directories}
-    trouble = any(r.get("level") in ("hard", "critical") and r.get("alive") for r in rows)
+    trouble = any(r.get("level") in ("hard", "critical") and r.get("alive") for r in ours)
     if args.json:
-        out.write(json.dumps({"sessions": rows,
-                              "dumps": [d for listed in dumps.values() for d in listed],
-                              "directory": directory, "directories": list(directories)},
-                             indent=2) + "\n")
+        out.write(json_text({"sessions": rows,
+                             "dumps": [d for listed in dumps.values() for d in listed],
+                             "directory": directory, "directories": list(directories)}))
         return 1 if trouble else 0
+    _print_sessions(rows, out)
+    p = printable
+    w = out.write
+    for where, owners in directories.items():
+        whose = (f" (session {', '.join(sorted(set(owners)))})"
+                 if owners and where != directory else "")
+        w(f"\nrecent dumps in {p(where)}{whose}:\n")
+        for d in dumps[where]:
+            if "error" in d:
+                w(f"  {p(d['file'])}  unreadable: {p(d['error'])}\n")
+            else:
+                w(f"  {p(d['file'])}  {p(d['trigger'] or '?')}  {p(d['level'] or '')}\n")
+        if not dumps[where]:
+            w("  (none)\n")
+    return 1 if trouble else 0
+
+
+def _print_sessions(rows: list[dict[str, object]], out: TextIO) -> None:
+    """The table of sessions; every string from a segment goes through printable()."""
+    p = printable
+    me = os.geteuid()
     w = out.write
     w(f"{'SESSION':<24} {'PID':>7} {'ALIVE':<5} {'LEVEL':<8} {'RSS MiB':>8} {'LIMIT MiB':>9} "
-      f"{'RATIO':>6} {'IDLE s':>7} {'WATCHDOG':>12}\n")
+      f"{'RATIO':>6} {'IDLE s':>7} {'WATCHDOG':>12}  OWNER\n")
+    private: dict[str, int] = {}
+    shown = 0
     for r in rows:
+        theirs = r["uid"] != me
+        if r.get("readable") is False:
+            private[str(r["user"])] = private.get(str(r["user"]), 0) + 1
+            continue
+        shown += 1
         if "error" in r:
-            w(f"{r['segment']}: unreadable ring ({r['error']})\n")
+            whose = f" ({p(r['user'])}'s)" if theirs else ""
+            w(f"{p(r['segment'])}{whose}: unreadable ring ({p(r['error'])})\n")
             continue
         rss = f"{int(r['rss']) / 1048576:.0f}" if r["rss"] is not None else "-"  # type: ignore[call-overload]
         limit = f"{int(r['limit']) / 1048576:.0f}" if r["limit"] else "-"  # type: ignore[call-overload]
@@ -186,19 +259,12 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         wd = "-"
         if r["watchdogPid"]:  # "gone": no process holds the watchdog's lock any more
             wd = f"{r['watchdogPid']}" + ("" if r["watchdogAlive"] else " gone")
-        w(f"{str(r['sessionId'])[:24]:<24} {r['hostPid']:>7} {'yes' if r['alive'] else 'no':<5} "
-          f"{r['level'] or '-':<8} {rss:>8} {limit:>9} {ratio:>6} {idle:>7} {wd:>12}\n")
-    if not rows:
+        line = (f"{str(r['sessionId'])[:24]:<24} {r['hostPid']:>7} "
+                f"{'yes' if r['alive'] else 'no':<5} {p(r['level'] or '-'):<8} {rss:>8} "
+                f"{limit:>9} {ratio:>6} {idle:>7} {wd:>12}  {p(r['user']) if theirs else ''}")
+        w(line.rstrip() + "\n")
+    if private:
+        counts = ", ".join(f"{n} of {p(user)}" for user, n in sorted(private.items()))
+        w(f"(other users' sessions you cannot read: {counts})\n")
+    if not shown and not private:
         w("(no live sessions)\n")
-    for where, owners in directories.items():
-        whose = (f" (session {', '.join(sorted(set(owners)))})"
-                 if owners and where != directory else "")
-        w(f"\nrecent dumps in {where}{whose}:\n")
-        for d in dumps[where]:
-            if "error" in d:
-                w(f"  {d['file']}  unreadable: {d['error']}\n")
-            else:
-                w(f"  {d['file']}  {d['trigger'] or '?'}  {d['level'] or ''}\n")
-        if not dumps[where]:
-            w("  (none)\n")
-    return 1 if trouble else 0

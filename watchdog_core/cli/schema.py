@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import TextIO
+
+from . import json_text
 
 NAME = "schema"
 HELP = "print the JSON Schema of the diagnostics file"
@@ -18,5 +19,5 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, out: TextIO) -> int:
     from .._diagnostics import json_schema
 
-    out.write(json.dumps(json_schema(), indent=2) + "\n")
+    out.write(json_text(json_schema()))
     return 0

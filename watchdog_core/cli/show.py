@@ -7,7 +7,7 @@ import os
 import re
 from typing import TYPE_CHECKING, TextIO
 
-from . import UsageError, read_input_file
+from . import UsageError, json_text, printable, read_input_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -37,21 +37,49 @@ def _mib(value: int | None) -> str:
 
 
 def parse(path: str, raw: bytes) -> Diagnostics:
-    """The dump in ``raw``, or UsageError saying in one line what is wrong with it."""
+    """The dump in ``raw``, or UsageError saying in one line what is wrong with it.
+
+    The stdlib's parser reads it first: it says where the JSON goes wrong, and it sees
+    what pydantic lets through silently, a key given twice in one object (the last
+    would win: ``"level": "normal", "level": "critical"`` reads as critical) and the
+    bare ``NaN``/``Infinity`` tokens that are not JSON (a dump writes them as strings).
+    """
     from pydantic import ValidationError
 
     from .._diagnostics import load
 
     if not raw.strip():
         raise UsageError(f"{path} is empty, not a watchdog-core diagnostics file")
-    try:
-        return load(raw)
-    except ValidationError as exc:
-        if exc.errors()[0]["type"] == "json_invalid":
-            problem = f"is not valid JSON ({_syntax_problem(raw)})"
-        else:
-            problem = f"is not a watchdog-core diagnostics file: {_first_problem(exc)}"
-        raise UsageError(f"{path} {problem}") from None
+    problem = _syntax_problem(raw)
+    if problem is None:
+        try:
+            return load(raw)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            if first["type"] == "json_invalid":  # JSON, but too deep for pydantic's parser
+                problem = f"is not valid JSON for this reader ({first['msg']})"
+            else:
+                problem = f"is not a watchdog-core diagnostics file: {_first_problem(exc)}"
+    raise UsageError(f"{path} {problem}")
+
+
+class _RefusedError(ValueError):
+    """What the stdlib's parser accepts and a dump may not hold."""
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    found: dict[str, object] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _RefusedError(f"is not a watchdog-core diagnostics file: the key {key!r} is "
+                           "given twice in one object")
+        found[key] = value
+    return found
+
+
+def _no_constant(token: str) -> object:
+    raise _RefusedError(f"is not valid JSON ({token} is not JSON; a dump writes it as "
+                   f'"{token}")')
 
 
 def _first_problem(exc: ValidationError) -> str:
@@ -62,75 +90,89 @@ def _first_problem(exc: ValidationError) -> str:
     return f"{where}: {errors[0]['msg']}{tail}"
 
 
-def _syntax_problem(raw: bytes) -> str:
-    """Where the JSON in ``raw`` goes wrong, from the stdlib's parser (pydantic's says
-    line and column of the text, and less about what it expected)."""
+def _syntax_problem(raw: bytes) -> str | None:
+    """What makes ``raw`` no JSON a dump may be, from the stdlib's parser (pydantic's
+    says line and column of the text, and less about what it expected); None if none."""
     import json
 
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return f"not UTF-8 text at byte {exc.start}"
+        return f"is not valid JSON (not UTF-8 text at byte {exc.start})"
     try:
-        json.loads(text)
+        json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         # A string never closed, or an end met while more was expected: the file is cut.
         if exc.msg.startswith("Unterminated string") or exc.pos >= len(text.rstrip()):
-            return f"cut short at byte {len(raw)}"
-        return f"{exc.msg.lower()} at byte {len(text[: exc.pos].encode())}"
+            return f"is not valid JSON (cut short at byte {len(raw)})"
+        return f"is not valid JSON ({exc.msg.lower()} at byte {len(text[: exc.pos].encode())})"
+    except _RefusedError as exc:
+        return str(exc)
+    except ValueError as exc:  # an integer of more digits than Python converts
+        return f"is not a watchdog-core diagnostics file: {str(exc).split(';')[0]}"
     except RecursionError:
-        return "nested too deep"
-    return "this reader refuses it"  # valid for the stdlib, not for pydantic (NaN, say)
+        return "is not valid JSON (nested too deep)"
+    return None
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
     dump = parse(args.file, read_input_file(args.file, MAX_DUMP_BYTES, "dump"))
+    stuck = dump.responsiveness is not None and dump.responsiveness.state == "unresponsive"
+    # The same answer with or without --json: the dump reports trouble or it does not.
+    code = 1 if dump.level in ("hard", "critical") or not dump.host.alive or stuck else 0
     if args.json:
-        out.write(dump.to_json().decode())
-        return 0
+        import json
+
+        # Re-encoded as ASCII: the file's own bytes may hold any character, raw.
+        out.write(json_text(json.loads(dump.to_json())))
+        return code
+    # Every string of a dump is the host's or the file's author's: printable() each one.
+    p = printable
     m = dump.memory
     w = out.write
-    w(f"{dump.trigger} dump of session {dump.session_id} at {dump.timestamp}\n")
-    w(f"  level       {dump.level}  (ratio {m.ratio:.3f} of {_mib(m.heap_limit)}, "
-      f"{m.limit_source})\n")
+    w(f"{p(dump.trigger)} dump of session {p(dump.session_id)} at {p(dump.timestamp)}\n")
+    w(f"  level       {p(dump.level)}  (ratio {m.ratio:.3f} of {_mib(m.heap_limit)}, "
+      f"{p(m.limit_source)})\n")
     w(f"  memory      rss {_mib(m.rss)}, heap {_mib(m.heap_used)}, uss {_mib(m.uss)}, "
       f"growth {m.growth_bytes_per_second / 1048576:.2f} MiB/s\n")
     host = dump.host
     state = "alive" if host.alive else "dead"
-    w(f"  host        pid {host.pid} ({state}), python {host.python}, argv {' '.join(host.argv)}\n")
+    w(f"  host        pid {host.pid} ({state}), python {p(host.python)}, "
+      f"argv {' '.join(p(arg) for arg in host.argv)}\n")
     if host.exit is not None:
         e = host.exit
-        what = e.signal or (f"exit code {e.exit_code}" if e.exit_code is not None else "")
-        w(f"  exit        {e.kind} {what} {e.exception or ''}".rstrip()
+        what = p(e.signal) if e.signal else (
+            f"exit code {e.exit_code}" if e.exit_code is not None else "")
+        w(f"  exit        {e.kind} {what} {p(e.exception or '')}".rstrip()
           + f" ({e.confidence})\n")
         if e.frames:
             w("              Traceback (most recent call last):\n")
-            for line in _tail([f'File "{f.file}", line {"?" if f.line is None else f.line}, '
-                               f"in {f.function}" for f in e.frames], e.frames_omitted):
+            for line in _tail([f'File "{p(f.file)}", line {"?" if f.line is None else f.line}, '
+                               f"in {p(f.function)}" for f in e.frames], e.frames_omitted):
                 w(f"                {line}\n")
         for fact in e.evidence:
-            w(f"              - {fact}\n")
+            w(f"              - {p(fact)}\n")
     if dump.crash_traceback:
         _print_crash(dump.crash_traceback, w)
     if dump.responsiveness is not None or "stacks" in dump.extras:
         _print_responsiveness(dump, args.file, w)
-    w(f"  activity    {dump.last_activity or '-'}\n")
+    w(f"  activity    {p(dump.last_activity or '-')}\n")
     for key, value in dump.session.items():
-        w(f"  stat        {key} = {value}\n")
+        w(f"  stat        {p(key)} = {value}\n")
     for risk in dump.risk_details:
-        w(f"  risk        {risk.id} ({risk.severity}): {risk.message}\n")
-    w(f"  suggestion  {dump.suggestion}\n")
+        w(f"  risk        {p(risk.id)} ({p(risk.severity)}): {p(risk.message)}\n")
+    w(f"  suggestion  {p(dump.suggestion)}\n")
     if dump.ring.file:
-        w(f"  ring        {dump.ring.file} ({dump.ring.records} records, {dump.ring.torn} torn)\n")
-    stuck = dump.responsiveness is not None and dump.responsiveness.state == "unresponsive"
-    return 1 if dump.level in ("hard", "critical") or not host.alive or stuck else 0
+        w(f"  ring        {p(dump.ring.file)} ({dump.ring.records} records, "
+          f"{dump.ring.torn} torn)\n")
+    return code
 
 
 def _print_crash(text: str, w: Callable[[str], object]) -> None:
     """faulthandler's report: its first line ("Fatal Python error: Segmentation fault")
     and the thread that crashed, most recent call last like the rest of ``show``."""
     lines = text.splitlines()
-    w(f"  crash       {lines[0].strip() if lines else '-'}\n")
+    w(f"  crash       {printable(lines[0].strip()) if lines else '-'}\n")
     current = next((i for i, line in enumerate(lines) if line.startswith("Current thread")),
                    None)
     if current is None:
@@ -139,7 +181,7 @@ def _print_crash(text: str, w: Callable[[str], object]) -> None:
     for line in lines[current + 1 :]:
         if not line.startswith("  "):
             break
-        frames.append(line.strip())
+        frames.append(printable(line.strip()))
     for line in _tail(frames[::-1]):
         w(f"                {line}\n")
 
@@ -168,34 +210,38 @@ def _print_responsiveness(dump: Diagnostics, path: str, w: Callable[[str], objec
     name = dump.extras.get("stacks")
     if name is None:
         if r is not None and r.stacks_missing:
-            w(f"  stacks      none: {r.stacks_missing}\n")
+            w(f"  stacks      none: {printable(r.stacks_missing)}\n")
         return
     if os.path.basename(name) != name or name in ("", ".", ".."):
-        w(f"  stacks      refused: {name!r} does not name a file beside the dump\n")
+        w(f"  stacks      refused: {printable(repr(name))} does not name a file beside the "
+          "dump\n")
         return
-    stacks_path = os.path.join(os.path.dirname(os.path.abspath(path)), name)
+    try:
+        stacks_path = os.path.join(os.path.dirname(os.path.abspath(path)), name)
+    except OSError:  # a relative path in a current directory that was removed
+        stacks_path = os.path.join(os.path.dirname(path), name)
     try:
         text = read_input_file(stacks_path, MAX_STACKS_BYTES, "stacks file").decode(
             "utf-8", "replace")
     except UsageError as exc:  # pruned, replaced, huge: the dump is still worth showing
-        w(f"  stacks      cannot show them: {exc}\n")
+        w(f"  stacks      cannot show them: {printable(exc)}\n")
         return
     threads = parse_stacks(text)
     if not threads:
-        w(f"  stacks      {stacks_path}: no thread's stack in it\n")
+        w(f"  stacks      {printable(stacks_path)}: no thread's stack in it\n")
         return
     main = r.main_thread if r is not None else None
     chosen = next((t for t in threads if main and _same_thread(t[0], main)), None)
     if chosen is not None:
-        w(f"  stack       main thread {chosen[0]} (most recent call last):\n")
+        w(f"  stack       main thread {printable(chosen[0])} (most recent call last):\n")
     else:
         chosen = threads[0]
-        w(f"  stack       thread {chosen[0] or '-'}, the first in the file "
+        w(f"  stack       thread {printable(chosen[0] or '-')}, the first in the file "
           "(most recent call last):\n")
     for line in _tail(chosen[1][::-1]):
-        w(f"                {line}\n")
-    w(f"  stacks      {stacks_path} ({len(threads)} thread{'s' if len(threads) != 1 else ''})"
-      "\n")
+        w(f"                {printable(line)}\n")
+    count = f"{len(threads)} thread{'s' if len(threads) != 1 else ''}"
+    w(f"  stacks      {printable(stacks_path)} ({count})\n")
 
 
 # faulthandler's output: a block per thread, the innermost frame first.
