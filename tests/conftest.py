@@ -228,3 +228,24 @@ needs_pidfd_exit_info = pytest.mark.skipif(
     not hasattr(os, "pidfd_open") or not pidfd_exit_info(),
     reason="the kernel has no PIDFD_INFO_EXIT (Linux < 6.15): a reaped host's exit status "
            "cannot be read there, and the verdicts are 'likely' or 'unknown' instead")
+
+
+# -- a small valid dump, for the CLI's tests ---------------------------------------------
+
+DUMP_NAME = "memory-s-20261129T000000.000000Z.json"
+
+
+def minimal_dump(**fields: object) -> dict[str, object]:
+    """The fields a diagnostics file needs, as its JSON would hold them; ``fields``
+    replace or add top-level keys."""
+    doc: dict[str, object] = {
+        "timestamp": "2026-11-29T00:00:00.000000Z", "sessionId": "s", "trigger": "manual",
+        "level": "normal", "collectionComplete": True,
+        "memory": {"rss": 1 << 20, "heapUsed": 1 << 20, "heapLimit": 4 << 20, "ratio": 0.25,
+                   "limitSource": "configured"},
+        "host": {"pid": 4242, "alive": True, "argv": ["app"]}, "suggestion": "carry on",
+        "ring": {"slots": 16, "records": 3},
+        "watchdog": {"pid": 4243, "version": "0", "interval": 0.25},
+    }
+    doc.update(fields)
+    return doc

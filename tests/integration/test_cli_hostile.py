@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import DUMP_NAME, ROOT, minimal_dump
 from watchdog_core import _ring, _shm, _writer
 from watchdog_core.cli import main as cli_main
 
@@ -176,21 +176,9 @@ def as_nobody() -> list[str]:
 
 # -- dumps -------------------------------------------------------------------------------
 
-def dump(**fields: object) -> dict[str, object]:
-    doc: dict[str, object] = {
-        "timestamp": "2026-11-29T00:00:00.000000Z", "sessionId": "s", "trigger": "manual",
-        "level": "normal", "collectionComplete": True,
-        "memory": {"rss": 1 << 20, "heapUsed": 1 << 20, "heapLimit": 4 << 20, "ratio": 0.25,
-                   "limitSource": "configured"},
-        "host": {"pid": 4242, "alive": True, "argv": ["app"]}, "suggestion": "carry on",
-        "ring": {"slots": 16, "records": 3},
-        "watchdog": {"pid": 4243, "version": "0", "interval": 0.25},
-    }
-    doc.update(fields)
-    return doc
+dump = minimal_dump
 
 
-DUMP_NAME = "memory-s-20261129T000000.000000Z.json"
 
 
 def write(directory: Path, doc: object, name: str = DUMP_NAME) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import DUMP_NAME, ROOT, minimal_dump
 from watchdog_core import _reader, _ring, _shm, _writer
 from watchdog_core.cli import main as cli_main
 
@@ -223,21 +223,7 @@ Current thread 0x00007f00000000b2 (most recent call first):
   File "/srv/app/main.py", line 12 in handle
   File "/srv/app/main.py", line 3 in <module>
 """
-DUMP_NAME = "memory-s-20261129T000000.000000Z.json"
-
-
-def _dump(**fields: object) -> dict[str, object]:
-    doc: dict[str, object] = {
-        "timestamp": "2026-11-29T00:00:00.000000Z", "sessionId": "s", "trigger": "manual",
-        "level": "normal", "collectionComplete": True,
-        "memory": {"rss": 1 << 20, "heapUsed": 1 << 20, "heapLimit": 4 << 20, "ratio": 0.25,
-                   "limitSource": "configured"},
-        "host": {"pid": 4242, "alive": True, "argv": ["app"]}, "suggestion": "carry on",
-        "ring": {"slots": 16, "records": 3}, "watchdog": {"pid": 4243, "version": "0",
-                                                          "interval": 0.25},
-    }
-    doc.update(fields)
-    return doc
+_dump = minimal_dump
 
 
 def _write_dump(directory: Path, doc: dict[str, object]) -> Path:
