@@ -292,3 +292,25 @@ def test_a_postmortem_whose_ring_did_not_fit_is_completed_later(start_host,
     assert (dump["host"]["exit"]["kind"], dump["host"]["exit"]["confidence"]) == ("killed",
                                                                                   "certain")
     assert not segment_exists(str(info["shm"]))
+
+
+def test_an_exception_raised_on_a_full_disk_says_its_frames_were_lost(start_host,
+                                                                       small_tmpfs) -> None:
+    """The frames of an uncaught exception go to a file beside the dumps as the host
+    dies: on a full disk they cannot, and the postmortem (written by gc once there is
+    room) says so instead of showing an empty list as if there were none."""
+    directory = small_tmpfs / "diag"
+    host = start_host("--slots", "16", directory=directory)
+    info = host.wait_ready()
+    filler = _fill(small_tmpfs)
+    host.send("raise-deep")
+    assert host.finish() == 1
+    filler.unlink()
+    done = _gc()
+    assert done.returncode == 0, done.stderr
+    orphans = {o["segment"]: o["postmortem"] for o in json.loads(done.stdout)["orphans"]}
+    exit_ = json.loads(Path(orphans[str(info["shm"])]).read_text())["host"]["exit"]
+    assert (exit_["kind"], exit_["exitCode"], exit_["exception"]) == ("exited", 1,
+                                                                      "JSONDecodeError")
+    assert exit_["frames"] == []
+    assert any("frames were not saved" in e for e in exit_["evidence"]), exit_["evidence"]
