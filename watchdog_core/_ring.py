@@ -61,6 +61,9 @@ W_NONCE = 50  # random, names the host's private files beside the dumps (host, o
 W_MAIN_FRAME_SINCE = 51  # CLOCK_MONOTONIC ns the main thread's innermost frame appeared (host)
 W_MAIN_TID = 52  # the main thread's kernel thread id, for its CPU time (host, once)
 W_MAIN_IDENT = 53  # the main thread's pthread id, as faulthandler prints it (host, once)
+# `watchdog-core dump SESSION` (_outside): dumps asked for from outside the host.
+W_OUTSIDE_REQUEST = 54  # requests made, under the requester lock (byte 2) (requesters)
+W_OUTSIDE_DONE = 55  # the newest request answered (watchdog)
 
 # W_DEATH: each step is written before the next begins, so a recoverer taking over a
 # ring whose watchdog died midway knows what is already done (docs/design.md).
@@ -99,6 +102,7 @@ CONFIG_AT = 3584
 CONFIG = struct.Struct("<dddqdqddIdIqq")
 REASON_AT, REASON_SIZE = 3712, 64  # reason of the pending manual dump request (host)
 THREAD_EXCEPTION_AT, THREAD_EXCEPTION_SIZE = 3776, 128  # a dead thread's exception type
+OUTSIDE_DUMP_AT, OUTSIDE_DUMP_SIZE = 3904, 192  # the dump answering W_OUTSIDE_DONE
 DIR_AT, DIR_SIZE = 4096, 4096  # absolute diagnostics directory, NUL padded
 
 _PREFIX = struct.Struct("<IHH")  # mask, value count, kind: the start of every slot

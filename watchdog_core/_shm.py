@@ -329,3 +329,14 @@ def _lock(fd: int, role: int, *, length: int = 1, wait: float = 0.0) -> bool:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.002)
+
+
+def take(fd: int, role: int, *, wait: float = 0.0) -> bool:
+    """Take ``role``'s lock on ``fd`` for a moment (an outside requester's, byte 2);
+    False when another holds it after ``wait`` seconds. ``let_go`` ends it."""
+    return _lock(fd, role, wait=wait)
+
+
+def let_go(fd: int, role: int) -> None:
+    if _OFD:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, role, 1, 0))

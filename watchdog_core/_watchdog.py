@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import _attribution, _death, _reader, _ring, _shm
+from . import _attribution, _death, _outside, _reader, _ring, _shm
 from ._diagnostics import Responsiveness
 from ._grading import Grading, Reading
 from ._hang import HangDetector, collect_stacks, stack_signal_refusal
@@ -184,19 +184,27 @@ class Watcher:
                                words[_ring.W_MAIN_FRAME_SINCE])
 
     def answer_requests(self) -> None:
-        request = self.words[_ring.W_REQUEST]
-        if request <= self.words[_ring.W_REQUEST_DONE]:
-            return
+        """Manual dumps asked for by the host (``wd.dump()``) and from outside it
+        (``watchdog-core dump``), each answered with the name of the file written."""
+        words = self.words
+        request = words[_ring.W_REQUEST]
+        if request > words[_ring.W_REQUEST_DONE]:
+            name = self._manual_dump(_request_reason(self.buf) or "manual")
+            self._set_last_dump(name or "")
+            words[_ring.W_REQUEST_DONE] = request
+        outside = int(words[_ring.W_OUTSIDE_REQUEST])
+        if outside > words[_ring.W_OUTSIDE_DONE]:
+            name = self._manual_dump("asked for by watchdog-core dump")
+            _outside.answered(self.buf, words, outside, name or "")
+
+    def _manual_dump(self, reason: str) -> str | None:
         reading = self.sample() or self.last
-        name = None
-        if reading is not None:
-            reason = _request_reason(self.buf) or "manual"
-            event = None
-            if self.hang.enabled:  # bring the state up to date: a recovery is noted here
-                event = self._check_hang()
-            name = self.dump("manual", reading, reason=reason, responsiveness=event)
-        self._set_last_dump(name or "")
-        self.words[_ring.W_REQUEST_DONE] = request
+        if reading is None:
+            return None
+        event = None
+        if self.hang.enabled:  # bring the state up to date: a recovery is noted here
+            event = self._check_hang()
+        return self.dump("manual", reading, reason=reason, responsiveness=event)
 
     def dump(self, trigger: str, reading: Reading, reason: str | None = None,
              responsiveness: Responsiveness | None = None,
@@ -335,11 +343,15 @@ class Watcher:
             if outcome == "written":
                 say(f"recovered orphaned ring {name}: postmortem {path}")
 
-    def run(self) -> int:
+    def run(self, wake: int = -1) -> int:
+        """Watch until the host ends. ``wake`` is read when an outside requester
+        signalled us (``_outside``): the request is answered at once."""
         poller = select.poll()
         orphans_checked = False
         if self.pidfd >= 0:
             poller.register(self.pidfd, select.POLLIN)
+        if wake >= 0:
+            poller.register(wake, select.POLLIN)
         if self.ctl >= 0:
             poller.register(self.ctl, select.POLLIN)
         channel_open = self.ctl >= 0
@@ -357,6 +369,8 @@ class Watcher:
                         channel_open = False
                         if self.pidfd < 0:
                             host_gone = self._wait_gone()
+                elif fd == wake:
+                    _read_nonblocking(wake)  # the request itself is in the ring
             if host_gone:
                 return self.host_ended()
             if not channel_open and self.words[_ring.W_FLAGS] & _ring.FLAG_STOPPED:
@@ -428,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     _lower_oom_priority()
     if args.ctl >= 0:
         os.set_blocking(args.ctl, False)
+    wake = _listen_for_requests()
     suggestions = {}
     for item in args.suggestion:
         level, _, text = item.partition("=")
@@ -437,7 +452,18 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         say(f"cannot attach to ring {args.shm}: {exc}")
         return 2
-    return watcher.run()
+    return watcher.run(wake)
+
+
+def _listen_for_requests() -> int:
+    """Make the outside requesters' signal wake the loop, not kill us: done before the
+    Watcher writes our pid into the header, which is what requesters signal."""
+    import signal
+
+    wake, poke = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(poke, warn_on_full_buffer=False)
+    signal.signal(_outside.WAKE_SIGNAL, lambda signum, frame: None)
+    return wake
 
 
 if __name__ == "__main__":

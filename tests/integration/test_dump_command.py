@@ -1,0 +1,88 @@
+"""`watchdog-core dump SESSION`: a dump asked for from outside the host, answered by its
+watchdog at once (woken by a signal, not at its next sample), with real hosts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+# A sampling interval far longer than the answer may take: an answer within the
+# requester's timeout proves the watchdog was woken, not that it sampled again.
+SLOW = ("--interval", "30")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "watchdog_core", *args], capture_output=True,
+                          text=True, timeout=60, check=False,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def _dumped(result: subprocess.CompletedProcess[str]) -> dict:
+    assert result.returncode == 0, result.stderr
+    path = Path(result.stdout.strip())
+    return json.loads(path.read_text())
+
+
+def test_a_dump_by_session_id_pid_and_segment_name(start_host) -> None:
+    host = start_host(*SLOW, "--stats", json.dumps({"turns": 7}), "--label", "tool:x")
+    info = host.wait_ready()
+    for target in (str(info["session"]), str(info["pid"]), str(info["shm"])):
+        dump = _dumped(cli("dump", target, "--timeout", "10"))
+        assert dump["trigger"] == "manual" and dump["reason"] == "asked for by watchdog-core dump"
+        assert dump["session"] == {"turns": 7} and dump["lastActivity"] == "tool:x"
+        assert dump["host"]["alive"] is True
+    as_json = json.loads(cli("dump", str(info["session"]), "--json").stdout)
+    assert Path(as_json["path"]).exists() and as_json["segment"] == info["shm"]
+    host.send("stop")
+    assert host.finish() == 0
+
+
+def test_a_host_stuck_holding_the_gil_is_still_dumped(start_host) -> None:
+    # The watchdog answers, not the host: a host that cannot run Python is dumped too.
+    host = start_host(*SLOW)
+    info = host.wait_ready()
+    host.send("hang 4")
+    dump = _dumped(cli("dump", str(info["session"]), "--timeout", "10"))
+    assert dump["host"]["alive"] is True
+    assert host.proc.stdout is not None and host.proc.stdout.readline().strip() == "woke"
+    host.send("stop")
+    assert host.finish() == 0
+
+
+def test_requesters_at_once_all_get_an_answer(start_host) -> None:
+    host = start_host(*SLOW)
+    info = host.wait_ready()
+    procs = [subprocess.Popen([sys.executable, "-m", "watchdog_core", "dump",
+                               str(info["session"]), "--timeout", "20"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT))) for _ in range(8)]
+    answers = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, answers
+    assert all(Path(out.strip()).exists() for out, _ in answers)
+    host.send("stop")
+    assert host.finish() == 0
+
+
+def test_no_such_session_is_1_and_a_bad_one_is_2() -> None:
+    gone = cli("dump", "no-such-session-here")
+    assert gone.returncode == 1 and gone.stderr.count("\n") == 1
+    assert "no live session" in gone.stderr
+    for bad in ("../x", "-x", "watchdog_core-..-1"):
+        result = cli("dump", "--", bad) if bad.startswith("-") else cli("dump", bad)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert cli("dump", "x", "--timeout", "-1").returncode == 2
+
+
+def test_a_session_after_stop_is_not_live(start_host) -> None:
+    host = start_host(*SLOW)
+    info = host.wait_ready()
+    host.send("stop")
+    assert host.finish() == 0
+    result = cli("dump", str(info["session"]))
+    assert result.returncode == 1 and "no live session" in result.stderr
