@@ -184,6 +184,15 @@ class Watchdog:
         status = _reader.read_status(self._w.buf, self._w.words)
         return status.as_dict() if status else None
 
+    def status_line(self, *, always: bool = False) -> str:
+        """The status for a status bar, such as ``mem 1.3 GiB / 2.0 GiB (65%) +40 MiB/min,
+        ~14 min to limit``; "" at the normal level unless ``always``, and before the
+        watchdog's first sample. A memory read and a format: cheap enough for every turn."""
+        from ._statusline import render
+
+        status = _reader.read_status(self._w.buf, self._w.words) if self._w.attached else None
+        return render(status, always=always)
+
     @property
     def watchdog_alive(self) -> bool:
         """True while the watchdog process runs (and reaps it once it has exited)."""

@@ -180,6 +180,9 @@ def main() -> None:
                 print(f"pool {pool.map(square_and_record, range(4))}", flush=True)
         elif command == "pressure":
             pressure(wd, hold, int(rest[0]) if rest else 1)
+        elif command == "status-line":
+            print("line " + json.dumps([wd.status_line(), wd.status_line(always=True)]),
+                  flush=True)
         elif command == "status":
             print("status " + json.dumps(wd.status()), flush=True)
         elif command == "exec":

@@ -149,3 +149,26 @@ def test_a_manual_dump_does_not_hide_an_escalation(start_host) -> None:
     host.send("stop")
     host.finish()
     assert [d["trigger"] for d in _pressure_dumps(host)] == ["critical"]
+
+
+def test_the_status_line_follows_the_level(start_host) -> None:
+    """Empty at normal (a status bar shows nothing), then the memory against the limit
+    once the watchdog has graded the host above it."""
+    import json
+    import time
+
+    host = start_host("--limit", "160MiB")
+    host.wait_ready()
+    quiet, always = json.loads(host.ask("status-line")[len("line "):])
+    assert quiet == "" and always.startswith("mem ") and "/ 160 MiB (" in always
+    assert host.ask("grow 120") == "grown"
+    deadline = time.monotonic() + 30  # a guard against hanging, not a timing claim
+    while True:
+        quiet, _ = json.loads(host.ask("status-line")[len("line "):])
+        if quiet:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert quiet.startswith("mem ") and "/ 160 MiB (" in quiet
+    host.send("stop")
+    host.finish()
