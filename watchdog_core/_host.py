@@ -288,27 +288,6 @@ class Watchdog:
             self._process.disown()
         self._w.detach()
 
-    def _start_pressure_callbacks(self, callback: Callable[[object], object]) -> None:
-        import threading
-
-        def watch() -> None:
-            from ._levels import PressureLevel
-
-            last = PressureLevel.NORMAL
-            while self._w.attached and not self._stopped:
-                level = self.level
-                if level != last:
-                    last = level
-                    try:
-                        callback(level)
-                    except Exception as exc:  # the host's callback must not kill the thread
-                        warnings.warn(f"watchdog-core: on_pressure raised {exc!r}",
-                                      RuntimeWarning, stacklevel=1)
-                time.sleep(self._config.interval)
-
-        threading.Thread(target=watch, name="watchdog-core-pressure", daemon=True).start()
-
-
 def _after_fork_in_child() -> None:
     if _current is not None:
         _current._after_fork_in_child()
@@ -351,7 +330,7 @@ def start_watchdog(
     max_dumps_per_session: int = 3,
     dump_cooldown: float = 30.0,
     suggestion: str | dict[str, str] | None = None,
-    on_pressure: Callable[[PressureLevel], object] | None = None,
+    on_pressure: Callable[..., object] | None = None,
     hang_after: float | None = None,
     idle_after: float | None = None,
     include_children: bool = False,
@@ -395,7 +374,7 @@ def start_watchdog(
         memory_limit=memory_limit, soft=soft, hard=hard, critical=critical,
         ring_slots=ring_slots, max_dumps_per_session=max_dumps_per_session,
         dump_cooldown=dump_cooldown, suggestion=suggestion,
-        on_pressure=on_pressure,  # type: ignore[arg-type]
+        on_pressure=on_pressure,
         hang_after=hang_after, idle_after=idle_after, include_children=include_children,
         catch_sigterm=catch_sigterm, restart=restart, stack_signal=stack_signal,
         large_history_share=large_history_share, max_files=max_files, max_bytes=max_bytes,
@@ -493,6 +472,4 @@ def start_watchdog(
         os.register_at_fork(after_in_child=_after_fork_in_child)
         _fork_hook_installed = True
     _current = handle
-    if config.on_pressure is not None:
-        handle._start_pressure_callbacks(config.on_pressure)
     return handle

@@ -38,6 +38,7 @@ import time
 import warnings
 
 from . import _ring
+from ._announce import Announcer
 from ._mainframe import MainFrameWatch
 from ._safedir import StoreError, create_private_file, open_dir, private_file_name
 
@@ -180,6 +181,7 @@ class HostHooks:
         self.restarts = 0
         self.last_restart = 0.0
         self.main: MainFrameWatch | None = None  # hang_after: the main thread's frame
+        self.announcer = Announcer(handle, self.config.on_pressure)
         self.running = True
         # stop() releases `_wake` so the heartbeat ends at once, and waits for it on
         # `_beating` (held while the thread runs): one heartbeat thread at a time.
@@ -324,14 +326,17 @@ class HostHooks:
     def _heartbeat(self) -> None:
         """Write the heartbeat, notice a stack signal the host took over, restart a
         watchdog that died. Runs until the session ends; stop() wakes it and waits."""
-        hang_after = self.config.hang_after
-        period = min(1.0, hang_after / 3) if hang_after else 1.0
+        config = self.config
+        period = min(1.0, config.hang_after / 3) if config.hang_after else 1.0
+        if config.on_pressure is not None:  # the host's callback hears of a change soon
+            period = min(period, config.interval)
         try:
             while self.active():
                 try:
                     self.w.words[_ring.W_HEARTBEAT] = time.monotonic_ns()
                     if self.main is not None:
                         self.main.look(self.active)
+                    self.announcer.check()
                     if self.stack_registered and not self.stack_lost:
                         self._check_stack_signal()
                     self._reap_or_restart()
@@ -342,6 +347,7 @@ class HostHooks:
         finally:
             if self.main is not None:
                 self.main.forget()
+            self.announcer.stop()
             self._beating.release()
 
     def _check_stack_signal(self) -> None:

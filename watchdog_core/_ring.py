@@ -64,6 +64,9 @@ W_MAIN_IDENT = 53  # the main thread's pthread id, as faulthandler prints it (ho
 # `watchdog-core dump SESSION` (_outside): dumps asked for from outside the host.
 W_OUTSIDE_REQUEST = 54  # requests made, under the requester lock (byte 2) (requesters)
 W_OUTSIDE_DONE = 55  # the newest request answered (watchdog)
+# For the host's announcements (_announce): is the dump for a rise on disk yet?
+W_TICK_DONE = 56  # the newest sample whose pressure dump, if any, is written (watchdog)
+W_PRESSURE_SAMPLE = 57  # the sample the newest pressure dump was written for (watchdog)
 
 # W_DEATH: each step is written before the next begins, so a recoverer taking over a
 # ring whose watchdog died midway knows what is already done (docs/design.md).

@@ -134,6 +134,7 @@ class Watcher:
             return
         name = self.dump(level.label, reading)
         if name is not None:
+            words[_ring.W_PRESSURE_SAMPLE] = self.grading.samples
             words[_ring.W_PRESSURE_DUMPS] += 1
             words[_ring.W_LAST_PRESSURE_NS] = now_ns
             if level == PressureLevel.CRITICAL:
@@ -308,6 +309,7 @@ class Watcher:
                 self.host_pid, self.header.host_start_ticks)
         self.oom.refresh()
         self.maybe_pressure_dump(reading)
+        self.words[_ring.W_TICK_DONE] = self.grading.samples  # the host may announce now
         self.check_responsiveness(reading)
         return True
 

@@ -53,6 +53,10 @@ def main() -> None:
                         help="install a SIGUSR2 handler of the host's own before starting")
     parser.add_argument("--own-faulthandler", action="store_true",
                         help="enable faulthandler before start_watchdog, as some hosts do")
+    parser.add_argument("--announce", action="store_true",
+                        help="print on_pressure(level, info) calls and watchdog_core log records")
+    parser.add_argument("--announce-raise", action="store_true",
+                        help="the on_pressure callback raises after printing")
     parser.add_argument("--no-wait", action="store_true",
                         help="print ready at once, not after the watchdog's first sample")
     args, _more_argv = parser.parse_known_args()  # the rest: argv for the redaction test
@@ -65,7 +69,24 @@ def main() -> None:
         import faulthandler
 
         faulthandler.enable()
-    wd = start_watchdog(session_id=args.session, diagnostics_dir=args.dir,
+    on_pressure = None
+    if args.announce:
+        import logging
+
+        class Echo(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                print("log " + json.dumps([record.levelname, record.getMessage()]), flush=True)
+
+        logger = logging.getLogger("watchdog_core")
+        logger.addHandler(Echo())
+        logger.setLevel(logging.INFO)
+
+        def on_pressure(level, info):  # type: ignore[no-untyped-def]
+            print("announce " + json.dumps([level.label, info]), flush=True)
+            if args.announce_raise:
+                raise KeyError("the host's own bug")
+
+    wd = start_watchdog(session_id=args.session, on_pressure=on_pressure, diagnostics_dir=args.dir,
                         memory_limit=args.limit, interval=args.interval,
                         max_dumps_per_session=args.max_dumps, dump_cooldown=args.cooldown,
                         ring_slots=args.slots, suggestion=args.suggestion,
@@ -110,6 +131,9 @@ def main() -> None:
             print("recorded", flush=True)
         elif command == "fork":
             fork_child(wd, args.dir)
+        elif command == "free":
+            hold.clear()
+            print("freed", flush=True)
         elif command == "grow":
             hold.append(bytearray(b"x") * (int(rest[0]) << 20))
             print("grown", flush=True)

@@ -172,3 +172,68 @@ def test_the_status_line_follows_the_level(start_host) -> None:
     assert quiet.startswith("mem ") and "/ 160 MiB (" in quiet
     host.send("stop")
     host.finish()
+
+
+def test_a_rise_is_announced_with_its_dump_and_a_fall_is_logged(start_host) -> None:
+    """on_pressure(level, info) and the `watchdog_core` logger on a real ramp: the rise
+    is told after its pressure dump is on disk, with its path; the fall back to normal
+    is told too, at INFO."""
+    import json
+    import time
+    from pathlib import Path
+
+    host = start_host("--limit", "200MiB", "--announce")
+    host.wait_ready()
+    assert host.proc.stdout is not None
+    lines: list[str] = []
+
+    def until(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 30  # a guard against hanging, not a timing claim
+        while not any(predicate(line) for line in lines):
+            assert time.monotonic() < deadline, (what, lines)
+            lines.append(host.proc.stdout.readline().strip())
+
+    host.send("grow 160")
+    until(lambda line: line.startswith("announce ") and json.loads(line[9:])[0] == "critical",
+          "critical")
+    level, info = json.loads(lines[-1][9:])
+    assert level == "critical" and info["level"] == "critical"
+    assert info["limit"] == 200 << 20 and info["limitSource"] == "configured"
+    assert 0.8 <= info["ratio"] < 2 and info["rss"] > 160 << 20
+    dump = json.loads(Path(info["dump"]).read_text())  # on disk before the announcement
+    assert dump["trigger"] == "critical"
+    until(lambda line: line.startswith("log") and "WARNING" in line, "the warning")
+    (warning,) = [json.loads(line[4:])[1] for line in lines
+                  if line.startswith("log") and "WARNING" in line and "critical" in line]
+    assert warning.startswith("memory pressure critical: mem ") and info["dump"] in warning
+    host.send("free")
+    until(lambda line: line.startswith("log") and '"INFO"' in line, "the fall, logged")
+    def fell(line: str) -> bool:
+        return line.startswith("announce ") and json.loads(line[9:])[0] == "normal"
+
+    until(fell, "the fall")
+    fall = json.loads([line for line in lines if fell(line)][-1][9:])[1]
+    assert fall["dump"] is None and fall["previous"] in ("soft", "hard", "critical")
+    host.send("stop")
+    assert host.finish() == 0
+
+
+def test_a_callback_that_raises_is_said_once_and_still_called(start_host) -> None:
+    import time
+
+    host = start_host("--limit", "200MiB", "--announce", "--announce-raise")
+    host.wait_ready()
+    assert host.ask("grow 160") == "grown"
+    assert host.proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 30  # a guard against hanging, not a timing claim
+    while not any('"critical"' in line for line in seen):
+        assert time.monotonic() < deadline, seen
+        seen.append(host.proc.stdout.readline())
+    host.send("free")
+    while not any(line.startswith('announce ["normal"') for line in seen):
+        assert time.monotonic() < deadline, seen
+        seen.append(host.proc.stdout.readline())
+    host.send("stop")
+    assert host.finish() == 0
+    assert host.stderr.count("on_pressure raised KeyError") == 1, host.stderr
