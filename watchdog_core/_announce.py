@@ -14,7 +14,6 @@ written for it is on disk and named in the announcement.
 from __future__ import annotations
 
 import _thread
-import contextlib
 import os
 import time
 import warnings
@@ -39,7 +38,7 @@ class Announcer:
     def __init__(self, handle: Watchdog, callback: Callable[..., object] | None) -> None:
         self.handle = handle
         self.callback = callback
-        self.two_arguments = callback is not None and _takes_info(callback)
+        self.two_arguments: bool | None = None  # decided at the first call: inspect is slow
         self.level = "normal"  # as last seen by check()
         self.pending: list[tuple[str, str, _reader.Status]] = []  # (old, new, status)
         self.guard = _thread.allocate_lock()
@@ -137,6 +136,8 @@ class Announcer:
         from ._levels import PressureLevel
 
         value = PressureLevel.from_name(level)
+        if self.two_arguments is None:
+            self.two_arguments = _takes_info(self.callback)  # type: ignore[arg-type]
         try:
             if self.two_arguments:
                 self.callback(value, info)  # type: ignore[misc]
@@ -145,11 +146,12 @@ class Announcer:
         except Exception as exc:  # the host's callback must never stop the announcements
             if not self.failed:
                 self.failed = True
-                # A host that turns warnings into errors must not lose this thread.
-                with contextlib.suppress(Exception):
+                try:
                     warnings.warn(f"watchdog-core: on_pressure raised {exc!r} (said once; "
                                   "it is still called at every change)", RuntimeWarning,
                                   stacklevel=1)
+                except Exception:  # warnings made errors by the host: keep this thread
+                    return
 
 
 def _rank(level: str) -> int:
