@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import sys
 import time
 import warnings
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 LOGGER = "watchdog_core"
 DUMP_WAIT = 2.0  # seconds to wait for the watchdog's pressure dump before announcing
+QUICK_WAIT = 0.05  # of those, in the heartbeat: a dump's first phase takes milliseconds
 _SEVERE = ("hard", "critical")
 
 
@@ -36,11 +38,20 @@ class Announcer:
     thread."""
 
     def __init__(self, handle: Watchdog, callback: Callable[..., object] | None) -> None:
+        if "threading" not in sys.modules:
+            # `logging` imports `threading`, which takes the thread that imports it first
+            # for the main thread: imported first by the announcer, it made the
+            # interpreter wait for the announcer at exit, for ever. So here (2.5 ms, and
+            # only where nothing imported it yet), in start_watchdog()'s thread.
+            import threading  # noqa: F401
         self.handle = handle
         self.callback = callback
         self.two_arguments: bool | None = None  # decided at the first call: inspect is slow
         self.level = "normal"  # as last seen by check()
-        self.pending: list[tuple[str, str, _reader.Status]] = []  # (old, new, status)
+        self.samples = 0  # the sample of the status in which check() last saw a change
+        # (old level, new level, its status, the sample of the change before it, the
+        # dump written for it or None, whether that is settled yet)
+        self.pending: list[tuple[str, str, _reader.Status, int, str | None, bool]] = []
         self.guard = _thread.allocate_lock()
         self.wake = _thread.allocate_lock()
         self.wake.acquire()
@@ -56,8 +67,12 @@ class Announcer:
         if status is None or status.level == self.level:
             return
         old, self.level = self.level, status.level
+        since, self.samples = self.samples, status.samples
+        dump, settled = None, True
+        if _rank(status.level) > _rank(old) and status.level in _SEVERE:
+            dump, settled = self._dump_for(since, status, QUICK_WAIT)
         with self.guard:
-            self.pending.append((old, status.level, status))
+            self.pending.append((old, status.level, status, since, dump, settled))
             if not self.started:
                 self.started = True
                 _thread.start_new_thread(self._run, ())
@@ -66,7 +81,7 @@ class Announcer:
 
     def stop(self) -> None:
         with self.guard:
-            self.pending.append(("", "", None))  # type: ignore[arg-type]
+            self.pending.append(("", "", None, 0, None, True))  # type: ignore[arg-type]
         if self.wake.locked():
             self.wake.release()
 
@@ -75,38 +90,44 @@ class Announcer:
             self.wake.acquire()
             with self.guard:
                 batch, self.pending = self.pending, []
-            for old, new, status in batch:
+            for old, new, status, since, found, settled in batch:
                 if not new:
                     return
-                self._announce(old, new, status)
+                dump = found
+                if not settled:  # the watchdog was still writing it: wait longer here
+                    dump, _ = self._dump_for(since, status, DUMP_WAIT)
+                self._announce(old, new, status, dump)
 
-    def _announce(self, old: str, new: str, status: _reader.Status) -> None:
+    def _announce(self, old: str, new: str, status: _reader.Status, path: str | None) -> None:
         rising = _rank(new) > _rank(old)
-        path = self._dump_path(status) if rising and new in _SEVERE else None
         info = {"level": new, "previous": old, "ratio": status.ratio, "rss": status.rss,
                 "limit": status.heap_limit, "limitSource": status.limit_source,
                 "secondsToLimit": status.seconds_to_limit,
                 "dump": str(path) if path else None}
-        self._log(rising, new, info)
+        self._log(rising, new, info, status)
         if self.callback is not None:
             self._call(new, info)
 
-    def _dump_path(self, status: _reader.Status) -> str | None:
-        """The pressure dump written for the sample that graded ``status``, once the
-        watchdog is done with that sample; None if it wrote none (budget, cooldown)."""
+    def _dump_for(self, since: int, status: _reader.Status, wait: float
+                  ) -> tuple[str | None, bool]:
+        """(the pressure dump written for a rise seen in ``status``, settled): the newest
+        pressure dump of a sample after ``since`` (the last change seen) and up to the
+        status's own, once the watchdog is done with that sample. Not settled when it
+        was not done within ``wait``; None when it wrote none (budget, cooldown)."""
         w = self.handle._w
-        deadline = time.monotonic() + DUMP_WAIT
+        deadline = time.monotonic() + wait
         while w.attached and int(w.words[_ring.W_TICK_DONE]) < status.samples:
             if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.005)
-        if not w.attached or int(w.words[_ring.W_PRESSURE_SAMPLE]) != status.samples:
-            return None
+                return None, False
+            time.sleep(0.002)
+        if not w.attached or not since < int(w.words[_ring.W_PRESSURE_SAMPLE]) <= status.samples:
+            return None, True
         raw = bytes(w.buf[_ring.DUMP_NAME_AT : _ring.DUMP_NAME_AT + _ring.DUMP_NAME_SIZE])
         name = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-        return os.path.join(self.handle.diagnostics_dir, name) if name else None
+        return (os.path.join(self.handle.diagnostics_dir, name) if name else None), True
 
-    def _log(self, rising: bool, level: str, info: dict[str, object]) -> None:
+    def _log(self, rising: bool, level: str, info: dict[str, object],
+             status: _reader.Status) -> None:
         if rising and level not in _SEVERE:
             return  # soft is for a status bar, not a log
         import logging
@@ -114,9 +135,9 @@ class Announcer:
         from ._statusline import render
 
         logger = logging.getLogger(LOGGER)
-        w = self.handle._w
-        line = render(_reader.read_status(w.buf, w.words) if w.attached else None,
-                      always=True)
+        if not logger.handlers:  # a library's manners: silent unless the host logs
+            logger.addHandler(logging.NullHandler())
+        line = render(status, always=True)  # the sample that graded it, not a later one
         if rising:
             suggestion = self._suggestion(level, str(info["limitSource"]))
             where = f"; dump {info['dump']}" if info["dump"] else ""
@@ -166,6 +187,7 @@ def _takes_info(callback: Callable[..., object]) -> bool:
         parameters = inspect.signature(callback).parameters.values()
     except (TypeError, ValueError):  # a builtin without a signature: the old form
         return False
-    positional = [p for p in parameters
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in parameters)
+    # Required ones only: `def cb(level, verbose=False)` is the old form with an option.
+    required = [p for p in parameters if p.default is p.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(required) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in parameters)

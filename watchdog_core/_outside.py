@@ -9,8 +9,9 @@ and a signal:
    never lose a request;
 2. it sends ``WAKE_SIGNAL`` to the watchdog, whose pid the header names, once
    ``/proc/<pid>/cmdline`` shows that process is the watchdog of this very segment (a
-   recycled pid must not get the signal). Without the signal the watchdog still answers
-   at its next sample;
+   recycled pid must not get the signal) and ``/proc/<pid>/status`` shows it catches
+   the signal (a watchdog of an older version would die of it). Without the signal the
+   watchdog still answers at its next sample;
 3. the watchdog writes the dump, puts its file name at ``OUTSIDE_DUMP_AT`` and sets
    ``W_OUTSIDE_DONE`` to the request it answered; the requester waits for that.
 
@@ -62,6 +63,8 @@ def wake(words: memoryview, shm_name: str) -> bool:
         return False
     if b"watchdog_core._watchdog" not in argv or shm_name.encode() not in argv:
         return False
+    if not _catches(pid, WAKE_SIGNAL):  # an older watchdog: the default would kill it
+        return False
     try:
         os.kill(pid, WAKE_SIGNAL)
     except OSError:
@@ -69,13 +72,32 @@ def wake(words: memoryview, shm_name: str) -> bool:
     return True
 
 
-def wait(words: memoryview, buf: memoryview, request: int, timeout: float) -> str:
+def _catches(pid: int, signum: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def wait(fd: int, words: memoryview, buf: memoryview, request: int, timeout: float) -> str:
     """The file name of the dump that answered ``request`` ("" when the watchdog could
-    not write one); NotAnsweredError after ``timeout`` seconds."""
+    not write one); NotAnsweredError after ``timeout`` seconds, or as soon as the
+    ring's watchdog is gone (the session stopped or died, and no one will answer)."""
     deadline = time.monotonic() + timeout
+    checked = time.monotonic()
     while int(words[_ring.W_OUTSIDE_DONE]) < request:
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= deadline:
             raise NotAnsweredError(f"the watchdog did not answer within {timeout:g} s")
+        if now - checked >= 0.1:
+            checked = now
+            if not _shm.held(fd, _shm.WATCHDOG) and int(words[_ring.W_OUTSIDE_DONE]) < request:
+                raise NotAnsweredError("its watchdog is gone (the session ended, or the "
+                                       "watchdog died) and will not answer")
         time.sleep(0.005)
     raw = bytes(buf[_ring.OUTSIDE_DUMP_AT : _ring.OUTSIDE_DUMP_AT + _ring.OUTSIDE_DUMP_SIZE])
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")

@@ -55,6 +55,8 @@ def main() -> None:
                         help="enable faulthandler before start_watchdog, as some hosts do")
     parser.add_argument("--announce", action="store_true",
                         help="print on_pressure(level, info) calls and watchdog_core log records")
+    parser.add_argument("--log-only", action="store_true",
+                        help="with --announce: the logger only, no on_pressure callback")
     parser.add_argument("--announce-raise", action="store_true",
                         help="the on_pressure callback raises after printing")
     parser.add_argument("--no-wait", action="store_true",
@@ -86,6 +88,8 @@ def main() -> None:
             if args.announce_raise:
                 raise KeyError("the host's own bug")
 
+    if args.log_only:
+        on_pressure = None
     wd = start_watchdog(session_id=args.session, on_pressure=on_pressure, diagnostics_dir=args.dir,
                         memory_limit=args.limit, interval=args.interval,
                         max_dumps_per_session=args.max_dumps, dump_cooldown=args.cooldown,

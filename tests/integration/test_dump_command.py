@@ -86,3 +86,61 @@ def test_a_session_after_stop_is_not_live(start_host) -> None:
     assert host.finish() == 0
     result = cli("dump", str(info["session"]))
     assert result.returncode == 1 and "no live session" in result.stderr
+
+
+def test_a_process_that_does_not_catch_the_wake_signal_is_never_sent_it(start_host) -> None:
+    """A watchdog of an older version has the same command line but no handler: the
+    signal's default would kill it. Played by a process that looks like one; the real
+    watchdog answers at its next sample instead."""
+    import signal
+    import time
+
+    from watchdog_core import _ring, _shm
+
+    host = start_host("--interval", "1")
+    info = host.wait_ready()
+    shm = str(info["shm"])
+    lookalike = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                                  "-m", "watchdog_core._watchdog", "--shm", shm])
+    try:
+        time.sleep(0.3)  # the look-alike's cmdline is in place
+        fd = _shm._shm_open(shm, os.O_RDWR)
+        import mmap
+
+        with mmap.mmap(fd, _ring.HEADER_SIZE) as mapping:
+            words = memoryview(mapping).cast("Q")
+            real, words[_ring.W_WATCHDOG_PID] = words[_ring.W_WATCHDOG_PID], lookalike.pid
+            try:
+                result = cli("dump", str(info["session"]), "--timeout", "10")
+            finally:
+                words[_ring.W_WATCHDOG_PID] = real
+            words.release()
+        os.close(fd)
+        assert result.returncode == 0, result.stderr  # answered at the next sample
+        assert lookalike.poll() is None  # never signalled: alive
+    finally:
+        lookalike.send_signal(signal.SIGKILL)
+        lookalike.wait()
+    host.send("stop")
+    assert host.finish() == 0
+
+
+def test_a_requester_stops_waiting_when_the_watchdog_is_gone(start_host) -> None:
+    import signal
+
+    host = start_host(*SLOW, "--no-restart")
+    info = host.wait_ready()
+    watchdog = int(info["watchdog_pid"])
+    os.kill(watchdog, signal.SIGSTOP)  # it cannot answer
+    waiting = subprocess.Popen([sys.executable, "-m", "watchdog_core", "dump",
+                                str(info["session"]), "--timeout", "50"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    import time
+
+    time.sleep(0.5)
+    os.kill(watchdog, signal.SIGKILL)
+    _, err = waiting.communicate(timeout=40)  # well before its own 50 s timeout
+    assert waiting.returncode == 1 and "is gone" in err, err
+    host.send("stop")
+    host.finish()

@@ -237,3 +237,63 @@ def test_a_callback_that_raises_is_said_once_and_still_called(start_host) -> Non
     host.send("stop")
     assert host.finish() == 0
     assert host.stderr.count("on_pressure raised KeyError") == 1, host.stderr
+
+
+def test_without_a_callback_the_warning_still_names_its_dump(start_host) -> None:
+    """No callback: the heartbeat sees the change up to a second late, samples later;
+    the dump for the rise is still found and named (it was lost at interval 0.1)."""
+    import json
+    import time
+    from pathlib import Path
+
+    host = start_host("--limit", "200MiB", "--interval", "0.1", "--announce", "--log-only")
+    host.wait_ready()
+    assert host.ask("grow 160") == "grown"
+    assert host.proc.stdout is not None
+    deadline = time.monotonic() + 30  # a guard against hanging, not a timing claim
+    while True:
+        line = host.proc.stdout.readline()
+        assert time.monotonic() < deadline, line
+        if line.startswith("log ") and "WARNING" in line:
+            break
+    message = json.loads(line[4:])[1]
+    assert message.startswith("memory pressure critical: mem ")
+    path = message.split("; dump ", 1)[1].split(". ", 1)[0]
+    assert json.loads(Path(path).read_text())["trigger"] == "critical"
+    host.send("stop")
+    assert host.finish() == 0
+
+
+def test_a_host_that_never_imported_threading_still_exits(tmp_path) -> None:
+    """logging imports threading; imported first in the announcer's thread, threading
+    took that thread for the main one and the interpreter waited for it at exit, for
+    ever. A plain script that rises to critical and ends without stop() must exit."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = tmp_path / "agent.py"
+    script.write_text(
+        "import sys, time\n"
+        "assert 'threading' not in sys.modules, 'the test needs a host without threading'\n"
+        "import watchdog_core\n"
+        f"wd = watchdog_core.start_watchdog(diagnostics_dir={str(tmp_path / 'd')!r}, "
+        "memory_limit='200MiB', interval=0.1)\n"
+        "b = bytearray(b'x') * (170 << 20)\n"
+        "deadline = time.monotonic() + 20\n"
+        "while wd.level < 3 and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n"
+        "time.sleep(1.5)  # the announcer has spoken\n"
+        "print('exiting', wd.level)\n")
+    probe = subprocess.run([sys.executable, "-c", "import sys; print('threading' in "
+                            "sys.modules)"], capture_output=True, text=True, check=True)
+    if probe.stdout.strip() != "False":
+        import pytest
+
+        pytest.skip("this interpreter imports threading at start-up")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, check=False, env={**__import__("os").environ,
+                                                        "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert "exiting" in done.stdout

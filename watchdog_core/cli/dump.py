@@ -73,9 +73,13 @@ def _find(target: str) -> str:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         names = [target] if _shm.segment_exists(target) else []
-    elif target.isdigit():
+    elif target.isascii() and target.isdigit():
+        # A pid; a session id made of digits only is tried next (its segment name is
+        # never ambiguous).
         pid = int(target)
         names = [n for n in _shm.list_segments() if _shm.parse_segment_name(n)[1] == pid]
+        names = names or [n for n in _shm.list_segments()
+                          if _shm.parse_segment_name(n)[0] == target]
     else:
         try:
             validate_session_id(target, "session id")
@@ -134,10 +138,12 @@ def _request(fd: int, name: str, buf: memoryview, words: memoryview, timeout: fl
         raise _NotLiveError(str(exc)) from None
     _outside.wake(words, name)
     try:
-        file_name = _outside.wait(words, buf, request, timeout)
+        file_name = _outside.wait(fd, words, buf, request, timeout)
     except _outside.NotAnsweredError as exc:
+        if "is gone" in str(exc):
+            raise _NotLiveError(str(exc)) from None
         raise _NotLiveError(f"{exc} (is the session stuck, or its watchdog older than this "
-                       "command?)") from None
+                            "command?)") from None
     if not file_name:
         raise _NotLiveError(f"the watchdog of {name} could not write a dump (its stderr says why)")
     directory = bytes(buf[_ring.DIR_AT : _ring.DIR_AT + _ring.DIR_SIZE]).split(b"\0", 1)[0]
