@@ -8,7 +8,7 @@ would read as a hang). A rise to hard or critical is announced once the watchdog
 finished with the sample that graded it (ring word ``W_TICK_DONE``), so a pressure dump
 written for it is on disk and named in the announcement.
 
-``logging`` is imported only when the first message is due.
+``logging`` is never imported here: the host that configured logging has imported it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from . import _reader, _ring
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
     from ._host import Watchdog
 
@@ -38,12 +39,6 @@ class Announcer:
     thread."""
 
     def __init__(self, handle: Watchdog, callback: Callable[..., object] | None) -> None:
-        if "threading" not in sys.modules:
-            # `logging` imports `threading`, which takes the thread that imports it first
-            # for the main thread: imported first by the announcer, it made the
-            # interpreter wait for the announcer at exit, for ever. So here (2.5 ms, and
-            # only where nothing imported it yet), in start_watchdog()'s thread.
-            import threading  # noqa: F401
         self.handle = handle
         self.callback = callback
         self.two_arguments: bool | None = None  # decided at the first call: inspect is slow
@@ -130,7 +125,13 @@ class Announcer:
              status: _reader.Status) -> None:
         if rising and level not in _SEVERE:
             return  # soft is for a status bar, not a log
-        import logging
+        logging: Any = sys.modules.get("logging")
+        if logging is None:
+            # The host has not imported logging, so it has configured none: a record
+            # would reach no one. And importing it here would import threading, which
+            # takes the thread that imports it first for the main one: the interpreter
+            # then waited for this thread at exit, for ever.
+            return
 
         from ._statusline import render
 

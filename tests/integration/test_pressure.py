@@ -267,7 +267,8 @@ def test_without_a_callback_the_warning_still_names_its_dump(start_host) -> None
 def test_a_host_that_never_imported_threading_still_exits(tmp_path) -> None:
     """logging imports threading; imported first in the announcer's thread, threading
     took that thread for the main one and the interpreter waited for it at exit, for
-    ever. A plain script that rises to critical and ends without stop() must exit."""
+    ever. A plain script that rises to critical and ends without stop() must exit, and
+    nothing of ours imports logging for a host that never did."""
     import subprocess
     import sys
 
@@ -285,7 +286,7 @@ def test_a_host_that_never_imported_threading_still_exits(tmp_path) -> None:
         "while wd.level < 3 and time.monotonic() < deadline:\n"
         "    time.sleep(0.05)\n"
         "time.sleep(1.5)  # the announcer has spoken\n"
-        "print('exiting', wd.level)\n")
+        "print('exiting', 'logging' in sys.modules, 'threading' in sys.modules)\n")
     probe = subprocess.run([sys.executable, "-c", "import sys; print('threading' in "
                             "sys.modules)"], capture_output=True, text=True, check=True)
     if probe.stdout.strip() != "False":
@@ -296,4 +297,5 @@ def test_a_host_that_never_imported_threading_still_exits(tmp_path) -> None:
                           timeout=60, check=False, env={**__import__("os").environ,
                                                         "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
-    assert "exiting" in done.stdout
+    # Nothing of ours imported logging (no one configured it) nor, through it, threading.
+    assert "exiting False False" in done.stdout, done.stdout
