@@ -117,8 +117,7 @@ class Announcer:
             time.sleep(0.002)
         if not w.attached or not since < int(w.words[_ring.W_PRESSURE_SAMPLE]) <= status.samples:
             return None, True
-        raw = bytes(w.buf[_ring.DUMP_NAME_AT : _ring.DUMP_NAME_AT + _ring.DUMP_NAME_SIZE])
-        name = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+        name = _reader.read_dump_name(w.buf)
         return (os.path.join(self.handle.diagnostics_dir, name) if name else None), True
 
     def _log(self, rising: bool, level: str, info: dict[str, object],

@@ -365,8 +365,7 @@ class Death:
     # judged -> written
     def published(self, name: str, buf: memoryview) -> None:
         """The first phase is on disk under ``name``: a recoverer completes it."""
-        raw = name.encode()[: _ring.DUMP_NAME_SIZE - 1].ljust(_ring.DUMP_NAME_SIZE, b"\0")
-        buf[_ring.DUMP_NAME_AT : _ring.DUMP_NAME_AT + _ring.DUMP_NAME_SIZE] = raw
+        _ring._put_str(buf, _ring.DUMP_NAME_AT, _ring.DUMP_NAME_SIZE, name)
         self._advance(_ring.DEATH_PUBLISHED)
 
     def written(self) -> None:

@@ -26,6 +26,7 @@ import signal
 import time
 
 from . import _ring, _shm
+from ._attribution import signal_caught
 
 WAKE_SIGNAL = signal.SIGUSR1
 REQUESTER = 2  # the lock byte of outside requesters
@@ -63,24 +64,13 @@ def wake(words: memoryview, shm_name: str) -> bool:
         return False
     if b"watchdog_core._watchdog" not in argv or shm_name.encode() not in argv:
         return False
-    if not _catches(pid, WAKE_SIGNAL):  # an older watchdog: the default would kill it
+    if signal_caught(pid, WAKE_SIGNAL) is not True:  # an older one: the default kills
         return False
     try:
         os.kill(pid, WAKE_SIGNAL)
     except OSError:
         return False
     return True
-
-
-def _catches(pid: int, signum: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"SigCgt:"):
-                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return False
 
 
 def wait(fd: int, words: memoryview, buf: memoryview, request: int, timeout: float) -> str:
@@ -99,12 +89,11 @@ def wait(fd: int, words: memoryview, buf: memoryview, request: int, timeout: flo
                 raise NotAnsweredError("its watchdog is gone (the session ended, or the "
                                        "watchdog died) and will not answer")
         time.sleep(0.005)
-    raw = bytes(buf[_ring.OUTSIDE_DUMP_AT : _ring.OUTSIDE_DUMP_AT + _ring.OUTSIDE_DUMP_SIZE])
-    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return _ring._cstr(bytes(buf[_ring.OUTSIDE_DUMP_AT :
+                                 _ring.OUTSIDE_DUMP_AT + _ring.OUTSIDE_DUMP_SIZE]))
 
 
 def answered(buf: memoryview, words: memoryview, request: int, name: str) -> None:
     """The watchdog's side: the dump ``name`` ("" for none) answers ``request``."""
-    raw = name.encode()[: _ring.OUTSIDE_DUMP_SIZE - 1].ljust(_ring.OUTSIDE_DUMP_SIZE, b"\0")
-    buf[_ring.OUTSIDE_DUMP_AT : _ring.OUTSIDE_DUMP_AT + _ring.OUTSIDE_DUMP_SIZE] = raw
+    _ring._put_str(buf, _ring.OUTSIDE_DUMP_AT, _ring.OUTSIDE_DUMP_SIZE, name)
     words[_ring.W_OUTSIDE_DONE] = request  # last: the name is in place before it

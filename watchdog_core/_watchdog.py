@@ -233,8 +233,7 @@ class Watcher:
         return image
 
     def _set_last_dump(self, name: str) -> None:
-        raw = name.encode()[: _ring.DUMP_NAME_SIZE - 1].ljust(_ring.DUMP_NAME_SIZE, b"\0")
-        self.buf[_ring.DUMP_NAME_AT : _ring.DUMP_NAME_AT + _ring.DUMP_NAME_SIZE] = raw
+        _ring._put_str(self.buf, _ring.DUMP_NAME_AT, _ring.DUMP_NAME_SIZE, name)
 
     # -- the end ------------------------------------------------------------------------
 
@@ -395,8 +394,7 @@ class Watcher:
 
 
 def _request_reason(buf: memoryview) -> str | None:
-    raw = bytes(buf[_ring.REASON_AT : _ring.REASON_AT + _ring.REASON_SIZE])
-    return raw.split(b"\0", 1)[0].decode("utf-8", "replace") or None
+    return _ring._cstr(bytes(buf[_ring.REASON_AT : _ring.REASON_AT + _ring.REASON_SIZE])) or None
 
 
 def _read_nonblocking(fd: int) -> bytes:

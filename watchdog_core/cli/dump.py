@@ -146,5 +146,6 @@ def _request(fd: int, name: str, buf: memoryview, words: memoryview, timeout: fl
                             "command?)") from None
     if not file_name:
         raise _NotLiveError(f"the watchdog of {name} could not write a dump (its stderr says why)")
+    # fsdecode, not the reader's UTF-8: the writer fsencodes the folder, whatever its bytes.
     directory = bytes(buf[_ring.DIR_AT : _ring.DIR_AT + _ring.DIR_SIZE]).split(b"\0", 1)[0]
     return os.path.join(os.fsdecode(directory), file_name)
