@@ -256,6 +256,16 @@ def list_segments() -> list[str]:
     return sorted(out)
 
 
+def segments_of(*, session_id: str | None = None, host_pid: int | None = None) -> list[str]:
+    """Names of the segments of ``session_id`` or of ``host_pid`` (as the names say)."""
+    out = []
+    for name in list_segments():
+        session, pid = parse_segment_name(name)
+        if session == session_id or pid == host_pid:
+            out.append(name)
+    return out
+
+
 def segment_owner(name: str) -> int | None:
     """The uid owning a segment, or None if it is gone."""
     try:

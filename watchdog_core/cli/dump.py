@@ -76,16 +76,14 @@ def _find(target: str) -> str:
     elif target.isascii() and target.isdigit():
         # A pid; a session id made of digits only is tried next (its segment name is
         # never ambiguous).
-        pid = int(target)
-        names = [n for n in _shm.list_segments() if _shm.parse_segment_name(n)[1] == pid]
-        names = names or [n for n in _shm.list_segments()
-                          if _shm.parse_segment_name(n)[0] == target]
+        names = (_shm.segments_of(host_pid=int(target))
+                 or _shm.segments_of(session_id=target))
     else:
         try:
             validate_session_id(target, "session id")
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        names = [n for n in _shm.list_segments() if _shm.parse_segment_name(n)[0] == target]
+        names = _shm.segments_of(session_id=target)
     mine = [n for n in names if _shm.segment_owner(n) in (os.geteuid(), None)
             or os.geteuid() == 0]
     live = [n for n in mine if (_shm.holders(n) or (False, False))[0]]

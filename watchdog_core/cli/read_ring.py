@@ -67,9 +67,9 @@ def load(target: str) -> tuple[Source, _reader.RingImage]:
             return Source(target), _reader.RingImage(_read_file(target))
         raise UsageError(str(exc)) from None
     owned: list[tuple[str, int]] = []
-    for n in _shm.list_segments():
+    for n in _shm.segments_of(session_id=target):
         uid = _shm.segment_owner(n)
-        if _shm.parse_segment_name(n)[0] == target and uid is not None:  # None: gone
+        if uid is not None:  # None: gone
             owned.append((n, uid))
     ours = [(n, uid) for n, uid in owned if uid == os.geteuid()]
     names = ours or owned
