@@ -249,3 +249,14 @@ def minimal_dump(**fields: object) -> dict[str, object]:
     }
     doc.update(fields)
     return doc
+
+
+def run_cli(*argv: str, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m watchdog_core ARGV`` in a child, this checkout first on its path;
+    ``env`` adds to (or replaces in) this process's environment."""
+    full = dict(os.environ, PYTHONPATH=str(ROOT))
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "watchdog_core", *argv],
+                          capture_output=True, text=True, timeout=timeout, check=False,
+                          env=full)

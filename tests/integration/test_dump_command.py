@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 
 # A sampling interval far longer than the answer may take: an answer within the
 # requester's timeout proves the watchdog was woken, not that it sampled again.
@@ -17,9 +17,7 @@ SLOW = ("--interval", "30")
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "watchdog_core", *args], capture_output=True,
-                          text=True, timeout=60, check=False,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    return run_cli(*args, timeout=60)
 
 
 def _dumped(result: subprocess.CompletedProcess[str]) -> dict:

@@ -6,20 +6,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, Host, segment_exists
-
-CLI = [sys.executable, "-m", "watchdog_core"]
+from tests.conftest import Host, run_cli, segment_exists
 
 
 def cli(*argv: str, directory: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    if directory is not None:
-        env["WATCHDOG_CORE_DIR"] = str(directory)
-    return subprocess.run([*CLI, *argv], capture_output=True, text=True, env=env, timeout=120,
-                          check=False)
+    return run_cli(*argv, env=None if directory is None
+                   else {"WATCHDOG_CORE_DIR": str(directory)})
 
 
 def test_ls_lists_live_sessions_and_says_trouble_with_exit_1(start_host, diag_dir) -> None:

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 from watchdog_core._diagnostics import json_safe_stats, json_schema, load
 
-CLI = [sys.executable, "-m", "watchdog_core"]
 RENDERED = {"loss": "NaN", "peak": "Infinity", "low": "-Infinity", "n": 3}
 
 # A training job whose loss turned NaN, asking for a dump, then killed.
@@ -40,8 +39,7 @@ def strict_json(text: str | bytes) -> dict[str, object]:
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *argv], capture_output=True, text=True, timeout=60,
-                          check=False, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    return run_cli(*argv, timeout=60)
 
 
 @pytest.fixture(scope="module")
