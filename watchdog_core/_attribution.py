@@ -40,12 +40,13 @@ _PIDFD_INFO = struct.Struct("<QQ11Ii")
 class ProcStat:
     """The fields of /proc/<pid>/stat that say whether and how a process ends."""
 
-    __slots__ = ("state", "flags", "start_ticks", "vsize", "exit_code")
+    __slots__ = ("state", "flags", "start_ticks", "vsize", "exit_code", "cpu_ticks")
 
     def __init__(self, state: str, flags: int, start_ticks: int, vsize: int,
-                 exit_code: int) -> None:
+                 exit_code: int, cpu_ticks: int) -> None:
         self.state, self.flags, self.start_ticks = state, flags, start_ticks
         self.vsize, self.exit_code = vsize, exit_code
+        self.cpu_ticks = cpu_ticks  # utime + stime: of the thread, for a task's stat
 
     @property
     def ended(self) -> bool:
@@ -58,17 +59,19 @@ class ProcStat:
         return self.ended or bool(self.flags & PF_EXITING)
 
 
-def read_proc_stat(pid: int, root: str = "/") -> ProcStat | None:
-    """None when the process is gone (or /proc is not there)."""
-    raw = _procfs.read(os.path.join(root, f"proc/{pid}/stat"))
+def read_proc_stat(pid: int, root: str = "/", *, tid: int = 0) -> ProcStat | None:
+    """None when the process (or its thread ``tid``) is gone, or /proc is not there."""
+    task = f"proc/{pid}/task/{tid}/stat" if tid else f"proc/{pid}/stat"
+    raw = _procfs.read(os.path.join(root, task))
     if raw is None:
         return None
     try:
         fields = raw[raw.rindex(b")") + 2 :].split()
         # Field n overall is index n - 3 after "pid (comm)": state 3, flags 9,
-        # starttime 22, vsize 23, exit_code 52.
+        # utime 14, stime 15, starttime 22, vsize 23, exit_code 52.
         return ProcStat(fields[0].decode("ascii", "replace"), int(fields[6]), int(fields[19]),
-                        int(fields[20]), int(fields[49]) if len(fields) > 49 else 0)
+                        int(fields[20]), int(fields[49]) if len(fields) > 49 else 0,
+                        int(fields[11]) + int(fields[12]))
     except (ValueError, IndexError):
         return None
 

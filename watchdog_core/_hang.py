@@ -25,8 +25,8 @@ import os
 import signal
 import time
 
-from . import _procfs, _ring
-from ._attribution import signal_caught
+from . import _ring
+from ._attribution import read_proc_stat, signal_caught
 from ._diagnostics import Responsiveness
 from ._store import DiagnosticsDir
 
@@ -44,7 +44,7 @@ class MainThread:
     innermost frame (a word the host's heartbeat writes) and how busy it was then."""
 
     def __init__(self, host_pid: int, tid: int, ident: int, hang_after: float) -> None:
-        self.stat_path = f"/proc/{host_pid}/task/{tid}/stat"
+        self.host_pid, self.tid = host_pid, tid
         self.ident = ident
         self.hang_after = hang_after
         self.since_ns = 0
@@ -78,14 +78,8 @@ class MainThread:
         return round(share, 2) if share >= (STILL_BUSY_SHARE if already else BUSY_SHARE) else None
 
     def _cpu_seconds(self) -> float | None:
-        raw = _procfs.read(self.stat_path)
-        if raw is None:
-            return None
-        try:
-            fields = raw[raw.rindex(b")") + 2 :].split()
-            return (int(fields[11]) + int(fields[12])) / _TICKS  # utime 14, stime 15
-        except (ValueError, IndexError):
-            return None
+        stat = read_proc_stat(self.host_pid, tid=self.tid)
+        return None if stat is None else stat.cpu_ticks / _TICKS
 
 
 class HangDetector:
