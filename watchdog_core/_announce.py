@@ -176,7 +176,7 @@ class Announcer:
 
 
 def _rank(level: str) -> int:
-    return ("normal", "soft", "hard", "critical").index(level)
+    return _ring._LEVELS.index(level)  # the status block's own order
 
 
 def _takes_info(callback: Callable[..., object]) -> bool:
