@@ -16,6 +16,8 @@ from ._ring import RingConfig, encode_status
 from ._sampling import HostSample, SystemProbe
 
 TIMELINE_SECONDS = 60.0
+# One sample of the timeline: (seconds, rss bytes, ratio, the last mark() label or None).
+TimelineSample = tuple[float, int, float, str | None]
 
 
 class Reading:
@@ -51,11 +53,13 @@ class Grading:
         self.grader = _levels.LevelGrader(config.soft, config.hard, config.critical)
         self.growth = _levels.GrowthEstimator()
         self.leak = _levels.GrowthEstimator(window=_levels.LEAK_WINDOW, spacing=10.0)
-        self.timeline: deque[tuple[float, int, float]] = deque()
+        # (monotonic seconds, rss, ratio, the host's last mark() label then)
+        self.timeline: deque[TimelineSample] = deque()
         self.samples = 0
 
-    def grade(self, host: HostSample) -> Reading:
-        """A sample of a living host (never one taken while it was torn down)."""
+    def grade(self, host: HostSample, label: str | None = None) -> Reading:
+        """A sample of a living host (never one taken while it was torn down);
+        ``label`` is the host's last ``mark()`` label as this sample saw it."""
         system = self.system
         info = system.meminfo()
         rlimits = system.rlimits()
@@ -71,15 +75,17 @@ class Grading:
                           seconds_to_limit=self._seconds_to_limit(effective),
                           system_available=info.get("MemAvailable"), psi=system.psi(),
                           leak_bytes_per_hour=self._leak_rate(), fd_limit=rlimits.get("nofile"))
-        self.timeline.append((host.t, host.rss, effective.ratio))
+        if self.timeline and self.timeline[-1][3] == label:
+            label = self.timeline[-1][3]  # one string for a run of samples, not a copy each
+        self.timeline.append((host.t, host.rss, effective.ratio, label))
         while self.timeline and self.timeline[0][0] < host.t - TIMELINE_SECONDS:
             self.timeline.popleft()
         self.samples += 1
         return reading
 
-    def timeline_before(self, now: float) -> list[tuple[float, int, float]]:
-        """The last TIMELINE_SECONDS of (seconds before ``now``, rss, ratio)."""
-        return [(t - now, rss, ratio) for t, rss, ratio in self.timeline]
+    def timeline_before(self, now: float) -> list[TimelineSample]:
+        """The last TIMELINE_SECONDS of (seconds before ``now``, rss, ratio, label)."""
+        return [(t - now, rss, ratio, label) for t, rss, ratio, label in self.timeline]
 
     def _seconds_to_limit(self, effective: EffectiveLimit) -> float | None:
         if effective.winner is None:

@@ -207,12 +207,7 @@ class RingImage:
         return raw
 
     def _read_label(self) -> str | None:
-        for _ in range(100):
-            seq = int(self._words[W_LABEL_SEQ])
-            raw = bytes(self._buf[LABEL_AT : LABEL_AT + LABEL_SIZE])
-            if seq & 1 == 0 and seq == self._words[W_LABEL_SEQ]:
-                return _cstr(raw) if seq else None
-        return None
+        return read_label(self._buf, self._words)
 
     @property
     def exiting(self) -> bool:
@@ -377,6 +372,19 @@ def read_status(buf: memoryview, live_words: memoryview | None = None) -> Status
     finally:
         if live_words is None:
             words.release()
+
+
+def read_label(buf: memoryview, words: memoryview) -> str | None:
+    """The host's last ``mark()`` label, read under its seqlock (word W_LABEL_SEQ) from
+    ``buf`` (the ring; ``words``, the same as 64-bit words): its LABEL_SIZE bytes alone,
+    not the header, so the watchdog can afford it at every sample. None before the
+    first mark, and when a writer held the label through every try."""
+    for _ in range(100):
+        seq = int(words[W_LABEL_SEQ])
+        raw = bytes(buf[LABEL_AT : LABEL_AT + LABEL_SIZE])
+        if seq & 1 == 0 and seq == words[W_LABEL_SEQ]:
+            return _cstr(raw) if seq else None
+    return None
 
 
 def read_dump_name(buf: bytes | memoryview) -> str | None:

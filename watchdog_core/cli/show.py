@@ -7,7 +7,9 @@ import os
 import re
 from typing import TYPE_CHECKING, TextIO
 
-from . import UsageError, json_text, printable, read_input_file
+from .._ring import MAGIC as _RING_MAGIC
+from . import UsageError, _reason, absolute, json_text, printable, read_input_file
+from .read_ring import MAX_RING_BYTES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -22,14 +24,19 @@ MAX_DUMP_BYTES = 16 << 20
 # characters (3 bytes each) for what is not UTF-8.
 MAX_STACKS_BYTES = 3 << 20
 MAX_FRAMES = 20  # of a traceback or a stack, the most recent; the files hold the rest
+PLOT_EXTRA = "--png needs matplotlib: pip install 'watchdog-core[plot]'"
 
 NAME = "show"
 HELP = "print a diagnostics file for a person"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="a memory-*.json diagnostics file")
+    parser.add_argument("file", help="a memory-*.json diagnostics file, or a saved .ring")
     parser.add_argument("--json", action="store_true", help="print the validated JSON")
+    parser.add_argument("--html", metavar="OUT", help="write the dump as one self-contained "
+                        "page: its timeline in SVG, the verdict and the figures")
+    parser.add_argument("--png", metavar="OUT", help="write the dump's timeline as a PNG "
+                        "(needs matplotlib: pip install 'watchdog-core[plot]')")
 
 
 def _mib(value: int | None) -> str:
@@ -116,21 +123,45 @@ def _syntax_problem(raw: bytes) -> str | None:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    dump = parse(args.file, read_input_file(args.file, MAX_DUMP_BYTES, "dump"))
+    pictures = [(option, path) for option, path in (("--html", args.html),
+                                                    ("--png", args.png)) if path is not None]
+    if args.json and pictures:
+        raise UsageError("--json prints the dump, --html and --png draw it: one or the other")
+    targets = [(option, output_file(path, option)) for option, path in pictures]
+    if args.png is not None:
+        _require_matplotlib()
+    named_ring = args.file.endswith(".ring")
+    raw = read_input_file(args.file, MAX_RING_BYTES if named_ring else MAX_DUMP_BYTES,
+                          "ring" if named_ring else "dump")
+    if named_ring or raw.startswith(_RING_MAGIC):  # a ring image, whatever its name
+        if args.json or pictures:
+            raise UsageError(f"{args.file} is a ring: it has no timeline to draw and no dump "
+                             "to print (read-ring --json decodes it)")
+        from ._show_ring import show_ring
+
+        return show_ring(args.file, raw, out)
+    dump = parse(args.file, raw)
     stuck = dump.responsiveness is not None and dump.responsiveness.state == "unresponsive"
     # The same answer with or without --json: the dump reports trouble or it does not.
     code = 1 if dump.level in ("hard", "critical") or not dump.host.alive or stuck else 0
+    if targets:
+        _draw(dump, args.file, targets, out)
+        return code
     if args.json:
         import json
 
         # Re-encoded as ASCII: the file's own bytes may hold any character, raw.
         out.write(json_text(json.loads(dump.to_json())))
         return code
+    from . import _chart
+    from ._timeline import from_dump, verdict
+
     # Every string of a dump is the host's or the file's author's: printable() each one.
     p = printable
     m = dump.memory
     w = out.write
     w(f"{p(dump.trigger)} dump of session {p(dump.session_id)} at {p(dump.timestamp)}\n")
+    w(f"  verdict     {p(verdict(dump))}\n")
     w(f"  level       {p(dump.level)}  (ratio {m.ratio:.3f} of {_mib(m.heap_limit)}, "
       f"{p(m.limit_source)})\n")
     w(f"  memory      rss {_mib(m.rss)}, heap {_mib(m.heap_used)}, uss {_mib(m.uss)}, "
@@ -165,7 +196,77 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if dump.ring.file:
         w(f"  ring        {p(dump.ring.file)} ({dump.ring.records} records, "
           f"{dump.ring.torn} torn)\n")
+    for line in _chart.draw(from_dump(dump), _chart.glyphs_for(getattr(out, "encoding", None))):
+        w(line)
     return code
+
+
+# -- pictures --------------------------------------------------------------------------
+
+def output_file(path: str, option: str) -> str:
+    """``path`` made absolute, once it names a file that may be written: not a
+    directory, and in a directory that exists; UsageError otherwise."""
+    if not path.strip():
+        raise UsageError(f"{option} must name a file")
+    target = absolute(path, option)
+    if os.path.isdir(target):
+        raise UsageError(f"{option} {path} is a directory, not a file")
+    parent = os.path.dirname(target)
+    if not os.path.isdir(parent):
+        raise UsageError(f"{option} {path}: no such directory {parent}")
+    return target
+
+
+def write_atomically(path: str, data: bytes, option: str) -> None:
+    """``data`` as the file ``path``, whole or not at all: written to a temporary file
+    beside it (0600, as private as the dump it shows) and renamed over it."""
+    import tempfile
+
+    try:
+        fd, temp = tempfile.mkstemp(dir=os.path.dirname(path),
+                                    prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: {_reason(exc)}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(temp, path)
+    except OSError as exc:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise UsageError(f"cannot write {path}: {_reason(exc)}") from None
+
+
+def _require_matplotlib() -> None:
+    """UsageError (one line, the extra to install) unless matplotlib imports: said
+    before any file is written."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError(PLOT_EXTRA) from None
+
+
+def _draw(dump: Diagnostics, path: str, targets: list[tuple[str, str]], out: TextIO) -> None:
+    """Each picture asked for, written whole; the path of each printed."""
+    from ._timeline import from_dump
+
+    timeline = from_dump(dump, path)
+    for option, target in targets:
+        if option == "--html":
+            from ._page import page
+
+            data = page(dump, timeline).encode()
+        else:
+            from ._png import png
+
+            try:
+                data = png(dump, timeline)
+            except ImportError:  # installed, but it (or what it needs) does not import
+                raise UsageError(PLOT_EXTRA) from None
+        write_atomically(target, data, option)
+        out.write(f"{printable(target)}\n")
 
 
 def _print_crash(text: str, w: Callable[[str], object]) -> None:
