@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install watchdog-core into .venv and run the demo: a throwaway host builds memory
-# pressure against a small limit, is killed, and the dumps the watchdog wrote are shown.
+# pressure against a small limit (its status line and each dump told as they come), is
+# killed, and the postmortem the watchdog wrote is shown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv

@@ -1,22 +1,29 @@
 """``watchdog-core demo``: watch a throwaway host build memory pressure and die.
 
-The host (``_demo_host``) starts a watchdog with a small ``memory_limit``,
-allocates until it crosses *hard* and *critical*, then SIGKILLs itself. The
-demo prints where the dumps went and what they say: two pressure dumps written
-while the host lived, and the postmortem written after it died.
+The host (``_demo_host``) starts a watchdog with a small ``memory_limit`` and
+grows towards it, slowly enough to watch: its status line after every step, each
+pressure dump as the watchdog writes it (at *hard* and *critical*), then it SIGKILLs
+itself. The demo passes those lines on as they come, then shows the postmortem the
+watchdog wrote after the death (``show``), and its HTML page once ``show`` has
+``--html`` (``html_page``).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import subprocess
 import sys
 import tempfile
-from typing import TextIO
+import threading
+from typing import TYPE_CHECKING, TextIO
 
 from . import UsageError, absolute, input_directory, json_text, printable, read_input_file
 from .show import MAX_DUMP_BYTES
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 NAME = "demo"
 HELP = "start a watchdog on a throwaway host, build pressure, show the dumps it wrote"
@@ -29,17 +36,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the dumps as JSON only")
 
 
-# A hang guard: with the default limit the demo host is done in a few seconds.
+# A hang guard: with the default limit the demo host is done in about ten seconds.
 HOST_TIMEOUT = 120.0  # seconds
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    from .._config import parse_size
+    from .._config import MIN_MEMORY_LIMIT, parse_size
 
     try:
         limit = parse_size(args.limit, "--limit")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if limit < MIN_MEMORY_LIMIT:  # start_watchdog() would refuse it in the host
+        raise UsageError(f"--limit {args.limit} is below the least memory_limit, "
+                         f"{MIN_MEMORY_LIMIT >> 20} MiB")
     most = _physical_memory() // 2
     if most and limit > most:
         # The host allocates up to the limit: past half the machine it would push the
@@ -48,53 +58,99 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                          f"({most} bytes at most)")
     directory = (_prepare(args.dir) if args.dir is not None
                  else tempfile.mkdtemp(prefix="watchdog-core-demo-"))
-    say = (lambda text: None) if args.json else (lambda text: out.write(text + "\n"))
-    say(f"demo host: allocating towards a memory_limit of {printable(args.limit)}; dumps go to "
-        f"{printable(directory)}")
-    host = subprocess.Popen(
-        [sys.executable, "-m", "watchdog_core.cli._demo_host", directory, args.limit],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
-    )
-    try:
-        stdout, stderr = host.communicate(timeout=HOST_TIMEOUT)  # once the watchdog exited too
-    except subprocess.TimeoutExpired:
-        host.kill()
-        host.communicate()
+
+    def say(text: str) -> None:  # the story; --json prints the dumps only
+        if not args.json:
+            out.write(text + "\n")
+            out.flush()  # as it happens, also through a pipe
+
+    say(f"demo: a throwaway host grows towards a memory_limit of {printable(args.limit)}; "
+        f"its watchdog writes to {printable(directory)}")
+    code = _run_host(directory, args.limit, say)
+    if code is None:
         out.write(f"the demo host did not finish in {HOST_TIMEOUT:.0f} s; it was killed\n")
         return 1
-    for line in stdout.splitlines():
-        say(f"  host: {printable(line)}")
-    for line in stderr.splitlines():
-        say(f"  stderr: {printable(line)}")
-    say(f"demo host ended with {_describe(host.returncode)}")
+    say(f"the demo host ended with {_describe(code.returncode)}")
     from .._store import DiagnosticsDir
 
     # Its own dumps only: --dir may hold others'.
     names = [n for n in DiagnosticsDir(directory).list_dumps()
-             if n.startswith(f"memory-demo-{host.pid}-")]
+             if n.startswith(f"memory-demo-{code.pid}-")]
     if not names:
         out.write(f"no dump was written to {printable(directory)}\n")
         return 1
     from .._diagnostics import load
-    from . import show
 
     if args.json:
         import json
 
-        docs = [json.loads(_read(directory, n)) for n in names]
-        out.write(json_text(docs))
+        out.write(json_text([json.loads(_read(directory, n)) for n in names]))
         return 0
-    for name in names:
-        path = os.path.join(directory, name)
-        say(f"\n{printable(path)}")
-        show.run(argparse.Namespace(file=path, json=False), out)
-    postmortem = [n for n in names if load(_read(directory, n)).trigger == "host-died"]
-    if postmortem:
-        say(f"\nthe postmortem in full ({postmortem[-1]}):")
-        import json
-
-        out.write(json_text(json.loads(_read(directory, postmortem[-1]))))
+    postmortems = [n for n in names if load(_read(directory, n)).trigger == "host-died"]
+    if postmortems:
+        path = os.path.join(directory, postmortems[-1])
+        say(f"\nits postmortem, as `watchdog-core show {printable(path)}` shows it:")
+        _show([path], out)
+        page = html_page(path)
+        if page is not None:
+            say(f"\nthe HTML page: {printable(page)}")
+    else:
+        say("\nno postmortem was written")
+    say(f"\n{len(names)} dumps in {printable(directory)}; `watchdog-core show --json FILE` "
+        "prints one in full")
     return 0
+
+
+def _run_host(directory: str, limit: str, say: Callable[[str], None]
+              ) -> subprocess.Popen[str] | None:
+    """Run the demo host, saying each line it (or its watchdog) prints as it comes;
+    the ended host, or None when it was killed after HOST_TIMEOUT."""
+    host = subprocess.Popen(
+        [sys.executable, "-m", "watchdog_core.cli._demo_host", directory, limit],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+    )
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        host.kill()
+
+    timer = threading.Timer(HOST_TIMEOUT, expire)
+    timer.start()
+    try:
+        assert host.stdout is not None
+        # To the end of the pipe: the watchdog shares the host's stderr, so this waits
+        # until the watchdog has written the postmortem and exited too.
+        for line in host.stdout:
+            say(f"  {printable(line.rstrip(chr(10)))}")
+        host.wait()
+    finally:
+        timer.cancel()
+        if host.poll() is None:  # interrupted: no host is left behind
+            host.kill()
+            host.wait()
+        if host.stdout is not None:
+            host.stdout.close()
+    return None if expired.is_set() else host
+
+
+def _show(argv: list[str], out: TextIO) -> int:
+    """``watchdog-core show ARGV``, printed to ``out``; parsed by show's own parser, so
+    options added to show later have their defaults."""
+    from . import build_parser, show
+
+    return int(show.run(build_parser(command="show").parse_args(argv), out))
+
+
+def html_page(postmortem: str) -> str | None:
+    """``show POSTMORTEM --html STEM.html`` beside the postmortem, and the page's path;
+    None, silently, while show has no ``--html`` (or when it wrote nothing)."""
+    page = os.path.splitext(postmortem)[0] + ".html"
+    try:
+        _show([postmortem, "--html", page], io.StringIO())  # the path is said by the demo
+    except UsageError:
+        return None  # this show takes no --html
+    return page if os.path.isfile(page) else None
 
 
 def _prepare(path: str) -> str:

@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import time
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 from .. import _reader, _ring, _shm
 from . import (
@@ -27,6 +27,7 @@ from .read_ring import map_segment
 
 if TYPE_CHECKING:
     import mmap
+    from collections.abc import Callable, Sequence
 
 NAME = "ls"
 HELP = "list live sessions (shared-memory rings) and the most recent dumps"
@@ -35,9 +36,12 @@ HELP = "list live sessions (shared-memory rings) and the most recent dumps"
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", help="diagnostics directory whose dumps to list "
                         "(default: $WATCHDOG_CORE_DIR or the XDG state directory)")
-    parser.add_argument("--last", type=int, default=10, metavar="N",
+    parser.add_argument("--last", type=int, default=None, metavar="N",
                         help="how many recent dumps to list (default 10)")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--watch", nargs="?", const="1", metavar="SECONDS",
+                        help="a table of the live sessions only, read again every SECONDS "
+                        "(default 1) until Ctrl-C")
 
 
 def sessions() -> list[dict[str, object]]:
@@ -108,7 +112,10 @@ def _session_row(name: str, mapping: mmap.mmap, now_ns: int) -> dict[str, object
             "limit": status.heap_limit if status else None,
             "limitSource": status.limit_source if status else None,
             "ratio": round(status.ratio, 4) if status else None,
+            "growth": status.growth if status else None,
+            "secondsToLimit": status.seconds_to_limit if status else None,
             "lastRecordAge": round((now_ns - last) / 1e9, 1) if last else None,
+            "lastLabel": image.last_label,
             "watchdogPid": image.watchdog_pid or None,
             "watchdogAlive": watchdog_alive,
             "diagnosticsDir": image.diagnostics_dir,
@@ -199,7 +206,19 @@ def dump_directories(asked: list[str], rows: list[dict[str, object]]
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    if args.last < 0:
+    if args.watch is not None:
+        from . import _live
+
+        seconds = _live.refresh_seconds(args.watch)
+        if args.json:
+            raise UsageError("--watch draws a table for a person; for data, run ls --json "
+                             "once per look")
+        if args.dir is not None or args.last is not None:
+            raise UsageError("--watch shows the live sessions only; --dir and --last are "
+                             "for the list of dumps")
+        return _live.watch(seconds, out)
+    last = 10 if args.last is None else args.last
+    if last < 0:
         raise UsageError("--last must be >= 0")
     directory = asked_directory(args.dir)
     rows = sessions()
@@ -209,14 +228,14 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     # Their directories are not ours to list either.
     ours = [r for r in rows if r["uid"] == me]
     directories = dump_directories(asked_directories(directory), ours)
-    dumps = {d: recent_dumps(d, args.last) for d in directories}
+    dumps = {d: recent_dumps(d, last) for d in directories}
     trouble = any(r.get("level") in ("hard", "critical") and r.get("alive") for r in ours)
     if args.json:
         out.write(json_text({"sessions": rows,
                              "dumps": [d for listed in dumps.values() for d in listed],
                              "directory": directory, "directories": list(directories)}))
         return 1 if trouble else 0
-    _print_sessions(rows, out)
+    out.writelines(line + "\n" for line in session_lines(rows, LS_TABLE))
     p = printable
     w = out.write
     for where, owners in directories.items():
@@ -233,38 +252,73 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if trouble else 0
 
 
-def _print_sessions(rows: list[dict[str, object]], out: TextIO) -> None:
-    """The table of sessions; every string from a segment goes through printable()."""
+class Column(NamedTuple):
+    """A column of a table of sessions: its header, the format spec of its cells
+    (``"<24"``, ``">7"``), its cell from a row of ``sessions()`` (every string from a
+    segment through printable()), and the space before it."""
+
+    header: str
+    spec: str
+    cell: Callable[[dict[str, object]], str]
+    gap: str = " "
+
+
+def _mib(value: object) -> str:
+    return f"{value / 1048576:.0f}" if isinstance(value, int) else "-"
+
+
+def _watchdog(r: dict[str, object]) -> str:
+    if not r["watchdogPid"]:
+        return "-"
+    # "gone": no process holds the watchdog's lock any more
+    return f"{r['watchdogPid']}" + ("" if r["watchdogAlive"] else " gone")
+
+
+COLUMNS = {
+    "session": Column("SESSION", "<24", lambda r: str(r["sessionId"])[:24]),
+    "pid": Column("PID", ">7", lambda r: str(r["hostPid"])),
+    # "gone": its segment went away since the last refresh (ls --watch only)
+    "alive": Column("ALIVE", "<5", lambda r: "gone" if r.get("gone")
+                    else "yes" if r["alive"] else "no"),
+    "level": Column("LEVEL", "<8", lambda r: printable(r["level"] or "-")),
+    "rss": Column("RSS MiB", ">8", lambda r: _mib(r["rss"])),
+    "limit": Column("LIMIT MiB", ">9", lambda r: _mib(r["limit"])),
+    "ratio": Column("RATIO", ">6", lambda r: "-" if r["ratio"] is None
+                    else f"{r['ratio']:.2f}"),
+    "idle": Column("IDLE s", ">7", lambda r: "-" if r["lastRecordAge"] is None
+                   else f"{r['lastRecordAge']:.0f}"),
+    "watchdog": Column("WATCHDOG", ">12", _watchdog),
+    "owner": Column("OWNER", "", lambda r: "" if r["uid"] == os.geteuid()
+                    else printable(r["user"]), gap="  "),
+}
+LS_TABLE = tuple(COLUMNS[name] for name in ("session", "pid", "alive", "level", "rss",
+                                            "limit", "ratio", "idle", "watchdog", "owner"))
+
+
+def session_lines(rows: list[dict[str, object]], columns: Sequence[Column]) -> list[str]:
+    """The table of ``rows`` (from ``sessions()``) in ``columns``, header first; an
+    unreadable ring is a line of its own, the sessions of others that we may not read
+    are counted on one line. Every string from a segment goes through printable()."""
     p = printable
     me = os.geteuid()
-    w = out.write
-    w(f"{'SESSION':<24} {'PID':>7} {'ALIVE':<5} {'LEVEL':<8} {'RSS MiB':>8} {'LIMIT MiB':>9} "
-      f"{'RATIO':>6} {'IDLE s':>7} {'WATCHDOG':>12}  OWNER\n")
+    lines = ["".join((c.gap if i else "") + format(c.header, c.spec)
+                     for i, c in enumerate(columns))]
     private: dict[str, int] = {}
     shown = 0
     for r in rows:
-        theirs = r["uid"] != me
         if r.get("readable") is False:
             private[str(r["user"])] = private.get(str(r["user"]), 0) + 1
             continue
         shown += 1
         if "error" in r:
-            whose = f" ({p(r['user'])}'s)" if theirs else ""
-            w(f"{p(r['segment'])}{whose}: unreadable ring ({p(r['error'])})\n")
+            whose = f" ({p(r['user'])}'s)" if r["uid"] != me else ""
+            lines.append(f"{p(r['segment'])}{whose}: unreadable ring ({p(r['error'])})")
             continue
-        rss = f"{int(r['rss']) / 1048576:.0f}" if r["rss"] is not None else "-"  # type: ignore[call-overload]
-        limit = f"{int(r['limit']) / 1048576:.0f}" if r["limit"] else "-"  # type: ignore[call-overload]
-        ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
-        idle = f"{r['lastRecordAge']:.0f}" if r["lastRecordAge"] is not None else "-"
-        wd = "-"
-        if r["watchdogPid"]:  # "gone": no process holds the watchdog's lock any more
-            wd = f"{r['watchdogPid']}" + ("" if r["watchdogAlive"] else " gone")
-        line = (f"{str(r['sessionId'])[:24]:<24} {r['hostPid']:>7} "
-                f"{'yes' if r['alive'] else 'no':<5} {p(r['level'] or '-'):<8} {rss:>8} "
-                f"{limit:>9} {ratio:>6} {idle:>7} {wd:>12}  {p(r['user']) if theirs else ''}")
-        w(line.rstrip() + "\n")
+        lines.append("".join((c.gap if i else "") + format(c.cell(r), c.spec)
+                             for i, c in enumerate(columns)).rstrip())
     if private:
         counts = ", ".join(f"{n} of {p(user)}" for user, n in sorted(private.items()))
-        w(f"(other users' sessions you cannot read: {counts})\n")
+        lines.append(f"(other users' sessions you cannot read: {counts})")
     if not shown and not private:
-        w("(no live sessions)\n")
+        lines.append("(no live sessions)")
+    return lines
