@@ -14,6 +14,8 @@ import os
 import sys
 import warnings
 
+from ._ring import EXTRAS
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -220,6 +222,10 @@ def _normalised(name: str, value: object) -> object:
             return parse_size(value, name)
         if name == "suggestion":
             return _check_suggestion(value)
+        if name == "extras":
+            return check_extras(value)
+        if name == "tracemalloc_frames":
+            return check_tracemalloc_frames(value)
     except (TypeError, ValueError):
         pass
     return value
@@ -252,6 +258,7 @@ class SessionConfig:
         "critical",
         "diagnostics_dir",
         "dump_cooldown",
+        "extras",
         "hang_after",
         "hard",
         "idle_after",
@@ -269,6 +276,7 @@ class SessionConfig:
         "soft",
         "stack_signal",
         "suggestion",
+        "tracemalloc_frames",
     )
 
     def __init__(
@@ -295,6 +303,8 @@ class SessionConfig:
         large_history_share: float = 0.25,
         max_files: int | None = None,
         max_bytes: int | str | None = None,
+        extras: tuple[str, ...] | list[str] = (),
+        tracemalloc_frames: int | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if env is None else env
@@ -374,6 +384,29 @@ class SessionConfig:
                              f"{large_history_share!r}")
         self.large_history_share = float(large_history_share)
         self.max_files, self.max_bytes = _retention(env, max_files, max_bytes)
+        self.extras = check_extras(extras)
+        self.tracemalloc_frames = check_tracemalloc_frames(tracemalloc_frames)
+
+
+def check_extras(value: object) -> tuple[str, ...]:
+    """``extras`` as the names it asks for, in EXTRAS order, each once: a tuple or list of
+    names from EXTRAS (a bare string is refused: ``"stacks"`` is not a list of names)."""
+    if not isinstance(value, (tuple, list)):
+        raise ValueError(f"extras must be a tuple or list of {EXTRAS}, got {value!r}")
+    unknown = [name for name in value if name not in EXTRAS]
+    if unknown:
+        raise ValueError(f"extras must name only {EXTRAS}, got {unknown[0]!r}")
+    return tuple(name for name in EXTRAS if name in value)
+
+
+def check_tracemalloc_frames(value: object) -> int:
+    """Frames per traceback for tracemalloc to start with, 0 for not starting it."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+        raise ValueError(f"tracemalloc_frames must be None or an int within [0, 100], "
+                         f"got {value!r}")
+    return value
 
 
 DEFAULT_MAX_FILES = 100

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from types import FrameType, TracebackType
     from typing import Any
 
+    from ._extras import HostExtras
     from ._host import Watchdog
 
 MAX_RESTARTS = 3
@@ -182,6 +183,11 @@ class HostHooks:
         self.last_restart = 0.0
         self.main: MainFrameWatch | None = None  # hang_after: the main thread's frame
         self.announcer = Announcer(handle, self.config.on_pressure)
+        self.extras: HostExtras | None = None  # extras=...: served when the watchdog asks
+        if self.config.extras:
+            from ._extras import HostExtras
+
+            self.extras = HostExtras(handle)
         self.running = True
         # stop() releases `_wake` so the heartbeat ends at once, and waits for it on
         # `_beating` (held while the thread runs): one heartbeat thread at a time.
@@ -337,6 +343,8 @@ class HostHooks:
                     if self.main is not None:
                         self.main.look(self.active)
                     self.announcer.check()
+                    if self.extras is not None:
+                        self.extras.check()
                     if self.stack_registered and not self.stack_lost:
                         self._check_stack_signal()
                     self._reap_or_restart()

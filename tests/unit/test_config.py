@@ -17,6 +17,7 @@ from watchdog_core._config import (
     parse_size,
     validate_session_id,
 )
+from watchdog_core._ring import CONFIG, RingConfig
 
 
 @pytest.mark.parametrize("good", ["abc", "a.b-c_d", "X" * 64, "0"])
@@ -169,3 +170,52 @@ def test_a_repeat_start_warns_once_naming_what_it_ignored(tmp_path: Path) -> Non
         assert wd.diagnostics_dir == str(tmp_path / "d")
     finally:
         wd.stop()
+
+
+@pytest.mark.parametrize(("extras", "kept"), [
+    ((), ()), ([], ()), (("stacks",), ("stacks",)), (["tracemalloc"], ("tracemalloc",)),
+    (("tracemalloc", "stacks", "stacks"), ("stacks", "tracemalloc")),
+])
+def test_extras_are_kept_once_each_in_their_own_order(extras: object, kept: tuple) -> None:
+    assert SessionConfig(env={}, extras=extras).extras == kept  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["stacks", "", None, {"stacks"}, ("heap",), ("stacks", 1),
+                                 [["stacks"]], ("Stacks",)])
+def test_bad_extras_raise_value_error_naming_them(bad: object) -> None:
+    with pytest.raises(ValueError, match="extras"):
+        SessionConfig(env={}, extras=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("frames", "kept"), [(None, 0), (0, 0), (1, 1), (5, 5), (100, 100)])
+def test_tracemalloc_frames(frames: int | None, kept: int) -> None:
+    assert SessionConfig(env={}, tracemalloc_frames=frames).tracemalloc_frames == kept
+
+
+@pytest.mark.parametrize("bad", [-1, 101, 1.0, "5", True, False, 2**64])
+def test_bad_tracemalloc_frames_raise_value_error_naming_them(bad: object) -> None:
+    with pytest.raises(ValueError, match="tracemalloc_frames"):
+        SessionConfig(env={}, tracemalloc_frames=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("extras", [(), ("stacks",), ("tracemalloc",), ("stacks", "tracemalloc")])
+@pytest.mark.parametrize("children", [False, True])
+def test_the_extras_travel_in_the_config_block_s_options(extras: tuple, children: bool) -> None:
+    packed = RingConfig(0.5, 0.65, 0.8, None, 30.0, 3, None, None, children,
+                        extras=extras).pack()
+    again = RingConfig.unpack(packed)
+    assert again.extras == extras and again.include_children is children
+    assert len(packed) == CONFIG.size == 96  # no layout change: bits of the options word
+
+
+@pytest.mark.parametrize(("first", "again", "differ"), [
+    ({"extras": ("stacks",)}, {"extras": ["stacks"]}, []),
+    ({"extras": ("stacks", "tracemalloc")}, {"extras": ("tracemalloc", "stacks")}, []),
+    ({"extras": ("stacks",)}, {"extras": ("tracemalloc",)}, ["extras"]),
+    ({"tracemalloc_frames": 5}, {"tracemalloc_frames": 0}, []),  # 0 is the default: none
+    ({}, {"tracemalloc_frames": 5}, ["tracemalloc_frames"]),
+])
+def test_a_repeat_start_compares_extras_as_read(first: dict, again: dict, differ: list) -> None:
+    first = {**DEFAULTS, **first}
+    again = {**DEFAULTS, **again}
+    assert sorted(differing_arguments(first, again, DEFAULTS)) == differ
