@@ -147,18 +147,23 @@ def maps_segment(pid: int, shm_name: str, root: str = "/") -> bool | None:
         return None
 
 
+KEPT_LINES = 64
 KMSG_SETTLE = 0.05  # the OOM killer sends SIGKILL first and prints its line just after
 
 
 class KernelLog:
     """What /dev/kmsg said about OOM kills since the session began."""
 
-    __slots__ = ("readable", "ours", "others", "overrun")
+    __slots__ = ("readable", "ours", "others", "lines", "memcgs", "overrun")
 
     def __init__(self) -> None:
         self.readable = False
         self.ours: str | None = None  # the kernel's line naming the host
         self.others: list[int] = []  # pids the OOM killer chose instead
+        # pid -> the kernel's "Killed process ..." line, of the newest KEPT_LINES others:
+        # `run` names a descendant killed before any sample saw it from them.
+        self.lines: dict[int, str] = {}
+        self.memcgs: dict[int, str] = {}  # pid -> the memory cgroup it was killed in
         self.overrun = False  # records were lost before we read them
 
 
@@ -198,7 +203,7 @@ class OomWatch:
     of the host is compared.
     """
 
-    def __init__(self, host_pid: int, root: str = "/") -> None:
+    def __init__(self, host_pid: int, root: str = "/", tree_dir: str | None = None) -> None:
         self.host_pid = host_pid
         self.root = root
         self.paths: dict[str, str] = {}
@@ -207,6 +212,10 @@ class OomWatch:
         # Sticky once False: a worker that was there may be the one the OOM killer took.
         self.alone: dict[str, bool] = {}
         self.earlier: dict[str, int] = {}  # kills counted while the host lived: others'
+        # ``watchdog-core run``'s cgroup for the tree: it holds the host's tree and nothing
+        # else, which is what "alone" asks (docs/run.md); its kills while the host lived
+        # were descendants', each with a dump of its own.
+        self.tree_dir = tree_dir
         self._vmstat_at = -1e9
         self.nspids = _nspids(host_pid, root)
         self._resolved_at = -1e9
@@ -247,9 +256,9 @@ class OomWatch:
             if value is not None and value > self.before[source] and not self._being_killed():
                 self.earlier[source] = self.earlier.get(source, 0) + value - self.before[source]
                 self.before[source] = value
-                if source != "vmstat":
+                if source != "vmstat" and not self._is_tree(path):
                     self.alone[source] = False  # someone else was there to be killed
-            if slow_due and self.alone.get(source):
+            if slow_due and self.alone.get(source) and not self._is_tree(path):
                 self.alone[source] = self._holds_host_alone(os.path.dirname(path))
 
     def _being_killed(self) -> bool:
@@ -277,8 +286,13 @@ class OomWatch:
         return pids is not None and self.host_pid in pids and pids <= {self.host_pid,
                                                                        os.getpid()}
 
+    def _is_tree(self, path: str) -> bool:
+        return self.tree_dir is not None and os.path.dirname(path) == self.tree_dir
+
     def _holds_nobody_else(self, cgroup_dir: str) -> bool:
         """After the death: nothing but this watchdog is left (or the host's zombie)."""
+        if cgroup_dir == self.tree_dir:
+            return True
         pids = _cgroup_pids(cgroup_dir)
         return pids is not None and pids <= {self.host_pid, os.getpid()}
 
@@ -337,6 +351,16 @@ class OomWatch:
                 if not record:
                     return
                 text = record.decode("utf-8", "replace").split(";", 1)[-1].strip()
+                if text.startswith("oom-kill:"):
+                    # "oom-kill:constraint=...,task_memcg=/a/b,task=tail,pid=456,uid=0":
+                    # the victim's cgroup, which "Killed process" does not say.
+                    fields = dict(part.partition("=")[::2] for part in text[9:].split(","))
+                    pid = fields.get("pid", "")
+                    if pid.isdigit():
+                        log.memcgs[int(pid)] = fields.get("task_memcg", "")
+                        if len(log.memcgs) > KEPT_LINES:
+                            del log.memcgs[next(iter(log.memcgs))]
+                    continue
                 victim = _killed_pid(text)
                 if victim is None:
                     continue
@@ -344,6 +368,9 @@ class OomWatch:
                     log.ours = "kernel: " + text.split(",", 1)[0]
                 else:
                     log.others.append(victim)
+                    log.lines[victim] = text
+                    if len(log.lines) > KEPT_LINES:
+                        del log.lines[next(iter(log.lines))]
         except OSError:
             log.overrun = True
 
@@ -362,6 +389,19 @@ def _cgroup_pids(cgroup_dir: str) -> set[int] | None:
             return {int(p) for p in f.read().split()}
     except (OSError, ValueError):
         return None
+
+
+def killed_process(text: str) -> tuple[str, int | None]:
+    """(command name, anonymous RSS bytes) of a "Killed process <pid> (comm)
+    total-vm:...kB, anon-rss:...kB, ..." line."""
+    _, _, rest = text.partition("(")
+    name, _, figures = rest.rpartition(")")
+    anon = None
+    for part in figures.split(","):
+        key, _, value = part.strip().partition(":")
+        if key == "anon-rss" and value.endswith("kB") and value[:-2].isdigit():
+            anon = int(value[:-2]) * 1024
+    return name or "?", anon
 
 
 def _killed_pid(text: str) -> int | None:

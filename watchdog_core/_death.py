@@ -18,7 +18,7 @@
 
 The evidence ladder for the exit status, exact rungs first:
 
-1. ``watchdog-core run`` as the parent (a later issue);
+1. ``watchdog-core run`` as the parent: the wait status it reaped (``_runner``);
 2. the zombie's ``/proc/<pid>/stat`` (read first: its parent may reap it at once),
    or the same field read while the kernel tore a large host down;
 3. the pidfd's exit info, once the host has been reaped (Linux 6.15+);
@@ -329,6 +329,8 @@ class Death:
         self.private_files = private_files
         self.early_status: ExitStatus | None = None  # read while the host was dying
         self.leader_gone = False  # its main thread ended first: the stat is that thread's
+        # Rung 1: ``watchdog-core run`` is the host's parent and reaped it itself.
+        self.parent_status: ExitStatus | None = None
 
     @property
     def state(self) -> int:
@@ -351,8 +353,9 @@ class Death:
     def judge(self, image: _reader.RingImage, crash_text: str | None, oom: OomEvidence,
               last_ratio: float | None) -> Verdict:
         self._advance(_ring.DEATH_DEAD)
-        status = exit_status(self.host_pid, self.pidfd, self.start_ticks, self.early_status,
-                             trust_stat=not self.leader_gone)
+        status = self.parent_status or exit_status(
+            self.host_pid, self.pidfd, self.start_ticks, self.early_status,
+            trust_stat=not self.leader_gone)
         verdict = judge(image=image, status=status, crash_text=crash_text, oom=oom,
                         last_ratio=last_ratio)
         self.record_verdict(verdict)

@@ -18,15 +18,18 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StrictFloat,
     StrictInt,
     WithJsonSchema,
+    model_serializer,
 )
 from pydantic.alias_generators import to_camel
 
 SCHEMA_ID = "watchdog-core/diagnostics/v1"
 
-Trigger = Literal["hard", "critical", "host-died", "unresponsive", "manual", "recovered"]
+Trigger = Literal["hard", "critical", "host-died", "unresponsive", "manual", "recovered",
+                  "descendant-died"]
 LevelName = Literal["normal", "soft", "hard", "critical"]
 ExitKind = Literal["oom-killed", "crashed", "killed", "exited", "unknown"]
 Confidence = Literal["certain", "likely", "unknown"]
@@ -132,6 +135,19 @@ class MemoryInfo(_Model):
     seconds_to_limit: Real | None = None
     limits: dict[str, Int64] = Field(default_factory=dict,
                                      description="every limit considered, by source, bytes")
+    measure: Literal["process", "tree-rss", "cgroup"] | None = Field(
+        None, description="what rss measures: the host process; tree-rss, the summed RSS of "
+        "the host and its descendants (pages shared copy-on-write counted once per "
+        "process, so it overstates); cgroup, the working set of a memory cgroup holding "
+        "the tree alone (watchdog-core run)")
+
+
+class Thresholds(_Model):
+    """The session's level thresholds, as ratios of the effective limit."""
+
+    soft: Real
+    hard: Real
+    critical: Real
 
 
 class CodeFrame(_Model):
@@ -160,6 +176,17 @@ class HostExit(_Model):
         "cgroup's OOM counter, a ratio near the limit, notes the host left); unknown")
 
 
+class Descendant(_Model):
+    """A process of the watched tree that was killed or crashed while the host lived."""
+
+    pid: Int64 | None = Field(description="null when it was killed before any sample saw "
+                              "it and the kernel's log could not be read")
+    name: str = Field(description="its command name (/proc/<pid>/comm), ? when unknown")
+    rss: Count | None = Field(None, description="its RSS at the last sample before it "
+                              "ended (the kernel's anon-rss for one no sample saw), bytes")
+    exit: HostExit
+
+
 class HostInfo(_Model):
     pid: Int64
     python: str | None = None
@@ -183,6 +210,17 @@ class TimelinePoint(_Model):
     t: Real = Field(description="seconds relative to the dump's timestamp (negative)")
     rss: Count
     ratio: Real
+    mark: str | None = Field(None, description="the host's last mark() label, on the first "
+                             "point that saw it (absent while it stays the same)")
+
+    @model_serializer(mode="wrap")
+    def _without_absent_mark(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        # Most points have no mark: leaving the key out keeps a dump small, and an older
+        # reader (which forbids unknown keys) can still read a dump that has no mark.
+        point: dict[str, object] = handler(self)
+        if point.get("mark", "") is None:
+            del point["mark"]
+        return point
 
 
 class RingInfo(_Model):
@@ -230,6 +268,8 @@ class Diagnostics(_Model):
     level: LevelName
     collection_complete: bool
     memory: MemoryInfo
+    thresholds: Thresholds | None = Field(None, description="the session's soft, hard and "
+                                          "critical thresholds the level was graded by")
     session: dict[str, StatValue] = Field(
         default_factory=dict, description="the newest ring slot: each stat's last value, "
         'NaN and the infinities as "NaN", "Infinity", "-Infinity"')
@@ -242,10 +282,17 @@ class Diagnostics(_Model):
     crash_traceback: str | None = Field(None, description="faulthandler's traceback of every "
                                         "thread, when the host crashed in native code")
     responsiveness: Responsiveness | None = None
+    descendant: Descendant | None = Field(None, description="on a descendant-died dump: "
+                                          "the process that ended, and how")
     ring: RingInfo
     watchdog: WatchdogInfo
-    extras: dict[str, str] = Field(default_factory=dict,
-                                   description="sibling files written after this one")
+    extras: dict[str, str] = Field(
+        default_factory=dict, description="sibling files written after this one, named "
+        "from its stem: stacks (every thread's stack: at a hang, or asked of the host at "
+        "the first critical dump), tracemalloc (the top allocation sites then)")
+    extras_missing: dict[str, str] = Field(
+        default_factory=dict, description="why an extra asked for is not in extras: not "
+        "answered yet, skipped, or failed")
 
     def to_json(self) -> bytes:
         """The file's bytes: strict JSON, non-finite floats as NON_FINITE strings."""

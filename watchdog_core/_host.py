@@ -288,6 +288,63 @@ class Watchdog:
             self._process.disown()
         self._w.detach()
 
+def _run_offer() -> str | None:
+    """The ring ``watchdog-core run`` made for this very process, if it offered one:
+    the variable is inherited by every descendant, and only the pid it names may
+    take it (docs/run.md)."""
+    pid, _, name = os.environ.get("WATCHDOG_CORE_RUN_OFFER", "").partition(":")
+    return name if name and pid == str(os.getpid()) else None
+
+
+def _join_run(config: _config.SessionConfig, name: str) -> Watchdog | None:
+    """Write into the ring ``run`` holds for us instead of starting a session of our
+    own: one session, one file, with ``run``'s exact exit status in it. None when the
+    offer cannot be taken (gone, taken already, not ours): a session of our own then."""
+    from . import _shm, _spawn
+
+    try:
+        mapping = _shm.open_segment(name, writable=True)
+    except (OSError, ValueError):
+        return None
+    try:
+        header = _reader.RingImage(memoryview(mapping))
+    except (OSError, ValueError):
+        mapping.close()
+        return None
+    with header:
+        ours = header.host_pid == os.getpid()
+        slots, theirs, directory = header.slot_count, header.config, header.diagnostics_dir
+        session_id, watchdog_pid = header.session_id, header.watchdog_pid
+    writer = _writer.RingWriter(mapping, slots)
+    if not ours or writer.words[_ring.W_JOINED] or watchdog_pid != os.getppid():
+        writer.detach()
+        return None
+    # Limits from both sides apply, the tightest winning; what only a Python host can
+    # do (hangs, the stack signal, extras) is ours.
+    limits = [x for x in (theirs.memory_limit, config.memory_limit) if x]
+    merged = _ring.RingConfig(
+        min(theirs.soft, config.soft), min(theirs.hard, config.hard),
+        min(theirs.critical, config.critical), min(limits) if limits else None,
+        theirs.dump_cooldown, theirs.max_dumps,
+        config.hang_after or theirs.hang_after, config.idle_after or theirs.idle_after,
+        True, config.large_history_share, config.stack_signal,
+        theirs.max_files, theirs.max_bytes, config.extras)
+    writer.buf[_ring.CONFIG_AT : _ring.CONFIG_AT + _ring.CONFIG.size] = merged.pack()
+    writer.words[_ring.W_JOINED] = os.getpid()  # last: run re-reads the config now
+    config.session_id, config.diagnostics_dir = session_id, directory
+    config.restart = False  # run is our parent: nobody to restart
+    handle = Watchdog(config, writer, name, _spawn.ParentWatchdog(watchdog_pid))
+    from ._lifecycle import HostHooks
+
+    handle._hooks = HostHooks(handle)
+    try:
+        handle._hooks.install()
+    except Exception:  # as in start_watchdog(): never raise for the host's environment
+        handle.stop()
+        return None
+    return handle
+
+
 def _after_fork_in_child() -> None:
     if _current is not None:
         _current._after_fork_in_child()
@@ -340,6 +397,8 @@ def start_watchdog(
     large_history_share: float = 0.25,
     max_files: int | None = None,
     max_bytes: int | str | None = None,
+    extras: tuple[str, ...] | list[str] = (),
+    tracemalloc_frames: int | None = None,
 ) -> Watchdog:
     """Start watching this process; returns the :class:`Watchdog` handle.
 
@@ -361,6 +420,11 @@ def start_watchdog(
     dumps its threads' stacks; ``large_history_share`` is the share of RSS above which
     ``estimatedHistoryBytes`` is a risk; ``max_files``/``max_bytes`` bound the
     directory (default 100 dump sets, 256 MiB, or WATCHDOG_CORE_MAX_FILES/_BYTES).
+    ``extras`` (any of ``"stacks"``, ``"tracemalloc"``) asks the host, once per session
+    and after the first critical dump is on disk, for every thread's stack and, while
+    tracemalloc traces, the top 50 allocation sites, in files beside that dump;
+    ``tracemalloc_frames=N`` (1-100) starts tracemalloc with N frames unless it traces
+    already (docs/design.md, "Telling the host").
     Bad arguments raise ``ValueError`` naming the
     argument; an environment that cannot host a watchdog (no shared memory, a full
     ``/dev/shm``, an unsupported platform, ``WATCHDOG_CORE_DISABLE=1``) gives a
@@ -378,6 +442,7 @@ def start_watchdog(
         hang_after=hang_after, idle_after=idle_after, include_children=include_children,
         catch_sigterm=catch_sigterm, restart=restart, stack_signal=stack_signal,
         large_history_share=large_history_share, max_files=max_files, max_bytes=max_bytes,
+        extras=extras, tracemalloc_frames=tracemalloc_frames,
     )
     if _current is not None and not _current._stopped and _current._pid == os.getpid():
         ignored = _config.differing_arguments(_current._config.arguments, arguments,
@@ -395,6 +460,14 @@ def start_watchdog(
         return _disabled(config, "WATCHDOG_CORE_DISABLE is set", warn=False)
     if not sys.platform.startswith(("linux", "darwin")):
         return _disabled(config, f"platform {sys.platform} is not supported")
+    offer = _run_offer()
+    if offer is not None:
+        joined = _join_run(config, offer)
+        if joined is not None:
+            if config.tracemalloc_frames:
+                _start_tracemalloc(config.tracemalloc_frames)
+            _current = joined
+            return joined
     if os.getpid() == 1:
         # Measured (docs/design.md): an init that exits with its child, as tini and
         # `docker run --init` do, does not save the watchdog either.
@@ -402,10 +475,10 @@ def start_watchdog(
             "watchdog-core: this process is PID 1 of its container: when it exits, the "
             "kernel kills everything left in the container, the watchdog included, "
             "before a postmortem is written (under an init that exits with its child, "
-            "such as tini or `docker run --init`, too). Give the watchdog a moment: make "
-            "the entrypoint outlive the program, e.g. "
-            "`sh -c 'python app.py; s=$?; sleep 2; exit $s'` (such a shell does not pass "
-            "SIGTERM on: trap it if the program must see `docker stop`)",
+            "such as tini or `docker run --init`, too). Make `watchdog-core run` the "
+            "entrypoint instead, e.g. `watchdog-core run -- python app.py`: it is a "
+            "proper init, passes signals on, writes the postmortem and exits with the "
+            "program's status, and this session joins it (docs/run.md)",
             RuntimeWarning, stacklevel=2,
         )
     # Where dumps go is settled here, before the ring header (which carries the folder
@@ -447,7 +520,7 @@ def start_watchdog(
                                     config.max_dumps_per_session, config.hang_after,
                                     config.idle_after, config.include_children,
                                     config.large_history_share, config.stack_signal,
-                                    config.max_files, config.max_bytes),
+                                    config.max_files, config.max_bytes, config.extras),
             features=_ring.FEATURE_LOCKS if _shm.LOCKS else 0,
         )
         process = _spawn.spawn_watchdog(shm_name, config.suggestion)
@@ -471,5 +544,17 @@ def start_watchdog(
     if not _fork_hook_installed:
         os.register_at_fork(after_in_child=_after_fork_in_child)
         _fork_hook_installed = True
+    if config.tracemalloc_frames:
+        _start_tracemalloc(config.tracemalloc_frames)
     _current = handle
     return handle
+
+
+def _start_tracemalloc(frames: int) -> None:
+    """Start tracing allocations with ``frames`` frames, unless the host traces already
+    (its own limit stays). Left on at stop(): the host may use it by then. Through the C
+    module: ``tracemalloc`` itself imports re, enum, pickle (docs/performance.md)."""
+    import _tracemalloc
+
+    if not _tracemalloc.is_tracing():
+        _tracemalloc.start(frames)

@@ -233,4 +233,14 @@ def default_suggestion(level: str, trigger: str, limit_source: str | None,
                 "report; host.exit.evidence says what the watchdog could check.")
     if trigger == "unresponsive":
         return "The host stopped responding: the stacks show where it is stuck."
+    if trigger == "descendant-died":
+        if exit_kind == "oom-killed":
+            return ("A process of the watched tree was killed for running out of memory: "
+                    "`descendant` names it; give the tree more memory or fewer parallel "
+                    "workers.")
+        if exit_kind == "crashed":
+            return ("A process of the watched tree crashed in native code: `descendant` "
+                    "names it; its own core dump or log says where.")
+        return ("A process of the watched tree was killed outright (SIGKILL): `descendant` "
+                "names it; a supervisor's timeout or an operator may have done it.")
     return DEFAULT_SUGGESTIONS.get(level, DEFAULT_SUGGESTIONS["normal"])

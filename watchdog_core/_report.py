@@ -16,6 +16,7 @@ from collections.abc import Callable
 from . import __version__, _levels, _reader
 from ._diagnostics import (
     CodeFrame,
+    Descendant,
     Diagnostics,
     HostExit,
     HostInfo,
@@ -23,11 +24,12 @@ from ._diagnostics import (
     Responsiveness,
     RingInfo,
     RiskDetail,
+    Thresholds,
     TimelinePoint,
     WatchdogInfo,
     load,
 )
-from ._grading import Reading
+from ._grading import Reading, TimelineSample
 from ._levels import PressureLevel
 from ._redact import redact_argv
 from ._safedir import UnsafeDirectoryError
@@ -55,7 +57,8 @@ class DumpWriter:
         self.host_pid = header.host_pid
         self.slots = header.slot_count
         self.interval = header.interval
-        self.hard = header.config.hard
+        self.soft, self.hard = header.config.soft, header.config.hard
+        self.critical = header.config.critical
         self.history_share = header.config.history_share
         self.suggestions = suggestions
         self.probe = probe
@@ -63,19 +66,23 @@ class DumpWriter:
                                     max_bytes=header.config.max_bytes)
         # Now: the host may be gone at the end.
         self.argv = redact_argv(probe.cmdline() if probe is not None else argv or [])
-        self.python = _python_version()
+        self.python: str | None = _python_version()
         self.ring_corrupt: str | None = None  # set by the watcher when the ring decodes badly
         # The directory itself was refused (a symlink, another user's, open to others):
         # unlike a full disk, waiting will not help, so a death's evidence is not kept.
         self.refused = False
         self._reported: set[str] = set()
+        # Facts about the watch itself that a postmortem's evidence carries (``run``'s
+        # tree without a cgroup, descendants past the budget).
+        self.notes: list[str] = []
 
     # -- public ----------------------------------------------------------------------
 
     def write_live(self, trigger: str, reading: Reading, image: _reader.RingImage,
-                   timeline: list[tuple[float, int, float]], last_record_wall_ns: int,
+                   timeline: list[TimelineSample], last_record_wall_ns: int,
                    reason: str | None = None, responsiveness: Responsiveness | None = None,
-                   stacks: Callable[[], str | None] | None = None) -> str | None:
+                   stacks: Callable[[], str | None] | None = None,
+                   descendant: Descendant | None = None) -> str | None:
         """A pressure, manual or unresponsive dump of a living host; returns the file name.
 
         ``stacks`` is called after the first phase is on disk (asking the host for its
@@ -85,6 +92,10 @@ class DumpWriter:
         dump = self._build(trigger, reading, image, timeline, wall_ns, last_record_wall_ns,
                            alive=True, exit=None, reason=reason)
         dump.responsiveness = responsiveness
+        if descendant is not None:
+            dump.descendant = descendant
+            dump.suggestion = self._suggestion(dump.level, trigger, dump.memory.limit_source,
+                                               descendant.exit.kind)
         name = self._publish(dump, wall_ns)
         if name is None:
             return None
@@ -111,7 +122,7 @@ class DumpWriter:
         return name
 
     def postmortem(self, verdict: Verdict, reading: Reading | None,
-                   image: _reader.RingImage, timeline: list[tuple[float, int, float]],
+                   image: _reader.RingImage, timeline: list[TimelineSample],
                    last_record_wall_ns: int, *, crash_text: str | None = None,
                    frames_text: str | None = None,
                    trigger: str = "host-died", status: _reader.Status | None = None,
@@ -123,7 +134,7 @@ class DumpWriter:
         """
         wall_ns = time.time_ns()
         frames, omitted = parse_frames(frames_text)
-        evidence = list(verdict.evidence)
+        evidence = list(verdict.evidence) + self.notes
         if verdict.exception and not frames:
             evidence.append("the exception's frames were not saved beside the dumps (no "
                             "folder, or a full disk, when it was raised)")
@@ -205,7 +216,7 @@ class DumpWriter:
     # -- building ----------------------------------------------------------------------
 
     def _build(self, trigger: str, reading: Reading | None, image: _reader.RingImage,
-               timeline: list[tuple[float, int, float]], wall_ns: int,
+               timeline: list[TimelineSample], wall_ns: int,
                last_record_wall_ns: int, *, alive: bool, exit: HostExit | None,
                reason: str | None = None) -> Diagnostics:
         slots, torn = image.slots(last=1)
@@ -225,6 +236,7 @@ class DumpWriter:
             level=level.label,
             collection_complete=False,
             memory=memory,
+            thresholds=Thresholds(soft=self.soft, hard=self.hard, critical=self.critical),
             session=session,
             last_activity=image.last_label,
             host=HostInfo(pid=self.host_pid, python=self.python, argv=self.argv, alive=alive,
@@ -253,6 +265,7 @@ class DumpWriter:
             seconds_to_limit=(round(reading.seconds_to_limit, 1)
                               if reading.seconds_to_limit is not None else None),
             limits={p.source: p.limit for p in e.pairs},
+            measure=self.probe.measure if self.probe is not None else None,
         )
 
     def _risks(self, reading: Reading | None, session: dict[str, int | float],
@@ -351,11 +364,17 @@ def parse_frames(text: str | None) -> tuple[list[CodeFrame], int]:
     return frames, omitted
 
 
-def _timeline_points(timeline: list[tuple[float, int, float]]) -> list[TimelinePoint]:
-    step = max(1, -(-len(timeline) // MAX_TIMELINE_POINTS))
-    picked = timeline[::-1][::step][::-1]  # keep the newest point
-    return [TimelinePoint(t=round(t, 3), rss=rss, ratio=round(ratio, 4))
-            for t, rss, ratio in picked]
+def _timeline_points(timeline: list[TimelineSample]) -> list[TimelinePoint]:
+    # MAX_TIMELINE_POINTS evenly spread, the oldest and the newest kept (241 samples
+    # make 240 points, not the 121 of every second one).
+    n, most = len(timeline), MAX_TIMELINE_POINTS
+    picked = timeline if n <= most else [timeline[round(i * (n - 1) / (most - 1))]
+                                         for i in range(most)]
+    # A label goes on the first point that saw it (the first point: the label then), so
+    # a mark made between two kept points lands on the later one.
+    return [TimelinePoint(t=round(t, 3), rss=rss, ratio=round(ratio, 4),
+                          mark=label if i == 0 or label != picked[i - 1][3] else None)
+            for i, (t, rss, ratio, label) in enumerate(picked)]
 
 
 def _python_version() -> str:

@@ -67,6 +67,10 @@ W_OUTSIDE_DONE = 55  # the newest request answered (watchdog)
 # For the host's announcements (_announce): is the dump for a rise on disk yet?
 W_TICK_DONE = 56  # the newest sample whose pressure dump, if any, is written (watchdog)
 W_PRESSURE_SAMPLE = 57  # the sample the newest pressure dump was written for (watchdog)
+# Extras at the first critical dump (_extras): the watchdog asks, a host thread answers.
+W_EXTRAS_REQUEST = 58  # extras asked of the host: 1 once asked, at most once per session
+W_EXTRAS_DONE = 59  # the request answered: bits 0-31 its number, 4 bits per extra (host)
+W_JOINED = 60  # the pid of a Python child of `watchdog-core run` that joined its ring (host)
 
 # W_DEATH: each step is written before the next begins, so a recoverer taking over a
 # ring whose watchdog died midway knows what is already done (docs/design.md).
@@ -106,6 +110,11 @@ CONFIG = struct.Struct("<dddqdqddIdIqq")
 REASON_AT, REASON_SIZE = 3712, 64  # reason of the pending manual dump request (host)
 THREAD_EXCEPTION_AT, THREAD_EXCEPTION_SIZE = 3776, 128  # a dead thread's exception type
 OUTSIDE_DUMP_AT, OUTSIDE_DUMP_SIZE = 3904, 192  # the dump answering W_OUTSIDE_DONE
+EXTRAS_STEM_AT, EXTRAS_STEM_SIZE = 848, 160  # the stem of the dump extras are asked for
+EXTRAS_NEED_AT = 1008  # u64: bytes a tracemalloc snapshot was judged to need (host)
+EXTRAS_HEADROOM_AT = 1016  # u64: bytes left under the limit when it was judged (host)
+# The extras start_watchdog(extras=...) may ask for; the config's options bits 1, 2.
+EXTRAS = ("stacks", "tracemalloc")
 DIR_AT, DIR_SIZE = 4096, 4096  # absolute diagnostics directory, NUL padded
 
 _PREFIX = struct.Struct("<IHH")  # mask, value count, kind: the start of every slot
@@ -143,13 +152,14 @@ class RingConfig:
 
     __slots__ = ("soft", "hard", "critical", "memory_limit", "dump_cooldown",
                  "max_dumps", "hang_after", "idle_after", "include_children",
-                 "history_share", "stack_signal", "max_files", "max_bytes")
+                 "history_share", "stack_signal", "max_files", "max_bytes", "extras")
 
     def __init__(self, soft: float, hard: float, critical: float, memory_limit: int | None,
                  dump_cooldown: float, max_dumps: int, hang_after: float | None,
                  idle_after: float | None, include_children: bool,
                  history_share: float = 0.25, stack_signal: int = 0,
-                 max_files: int = 100, max_bytes: int = 256 << 20) -> None:
+                 max_files: int = 100, max_bytes: int = 256 << 20,
+                 extras: tuple[str, ...] = ()) -> None:
         self.soft, self.hard, self.critical = soft, hard, critical
         self.memory_limit = memory_limit
         self.dump_cooldown = dump_cooldown
@@ -161,11 +171,14 @@ class RingConfig:
         self.stack_signal = stack_signal
         self.max_files = max_files
         self.max_bytes = max_bytes
+        self.extras = extras  # names from EXTRAS
 
     def pack(self) -> bytes:
+        options = int(self.include_children) | sum(
+            2 << i for i, name in enumerate(EXTRAS) if name in self.extras)
         return CONFIG.pack(self.soft, self.hard, self.critical, self.memory_limit or 0,
                            self.dump_cooldown, self.max_dumps, self.hang_after or 0.0,
-                           self.idle_after or 0.0, int(self.include_children),
+                           self.idle_after or 0.0, options,
                            self.history_share, self.stack_signal, self.max_files,
                            self.max_bytes)
 
@@ -174,7 +187,8 @@ class RingConfig:
         (soft, hard, critical, limit, cooldown, dumps, hang, idle, opts, share,
          stack_signal, max_files, max_bytes) = CONFIG.unpack(raw)
         return cls(soft, hard, critical, limit or None, cooldown, dumps, hang or None,
-                   idle or None, bool(opts & 1), share, stack_signal, max_files, max_bytes)
+                   idle or None, bool(opts & 1), share, stack_signal, max_files, max_bytes,
+                   tuple(name for i, name in enumerate(EXTRAS) if opts & 2 << i))
 
 
 _LEVELS = ("normal", "soft", "hard", "critical")

@@ -16,6 +16,10 @@ import psutil
 
 from . import _limits, _procfs
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._tree import Tree
+
 
 class HostSample:
     """One sample of the host; bytes unless named otherwise."""
@@ -42,10 +46,13 @@ class HostProbe:
     """Reads one host process; built once, called every interval."""
 
     def __init__(self, pid: int, *, exclude_pids: set[int] | None = None,
-                 include_children: bool = False, root: str = "/") -> None:
+                 include_children: bool = False, root: str = "/",
+                 tree: Tree | None = None) -> None:
         self.pid = pid
         self.root = root
-        self.include_children = include_children
+        # ``watchdog-core run``'s tree: its descendants, and its cgroup when it has one.
+        self.tree = tree
+        self.include_children = include_children or tree is not None
         self.exclude_pids = exclude_pids or set()
         self._status_path = os.path.join(root, f"proc/{pid}/status")
         self._proc_status = os.path.exists(self._status_path)
@@ -85,11 +92,24 @@ class HostProbe:
             except psutil.Error:
                 s.alive = False
                 return s
-        if self.include_children:
+        if self.tree is not None:
+            s.children_rss = self.tree.sample(s.t)
+            usage = self.tree.usage()
+            if usage is not None:  # the tree's own cgroup: shared pages counted once
+                s.rss, s.rss_anon = usage
+                return s
+        elif self.include_children:
             s.children_rss = self._children_rss()
-            s.rss += s.children_rss
-            s.rss_anon += s.children_rss
+        s.rss += s.children_rss
+        s.rss_anon += s.children_rss
         return s
+
+    @property
+    def measure(self) -> str:
+        """What ``rss`` measures: ``process``, ``tree-rss`` or ``cgroup`` (``_tree``)."""
+        if self.tree is not None:
+            return self.tree.measure
+        return "tree-rss" if self.include_children else "process"
 
     def _live_thread_fields(self) -> dict[str, int] | None:
         """The status of another thread that still has the process's memory, or None."""

@@ -104,6 +104,26 @@ class WatchdogProcess:
         self.ctl_fd = -1
 
 
+class ParentWatchdog(WatchdogProcess):
+    """The watchdog of a session joined from ``watchdog-core run``: the host's parent,
+    which answers requests at its next sample and reaps the host itself. Nothing to
+    wake, close, wait for or reap; it lives while it is still our parent."""
+
+    __slots__ = ()
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(pid, -1)
+
+    def alive(self) -> bool:
+        return os.getppid() == self.pid
+
+    def wait(self, timeout: float) -> bool:
+        return True
+
+    def reap_later(self) -> None:
+        pass
+
+
 def watchdog_argv(shm_name: str, lock_fd: int, pidfd: int, ctl_fd: int,
                   suggestions: dict[str, str]) -> list[str]:
     # -P (3.11+) keeps the host's working directory off sys.path: the watchdog must

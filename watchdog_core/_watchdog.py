@@ -19,12 +19,17 @@ import time
 from collections.abc import Callable
 
 from . import _attribution, _death, _outside, _reader, _ring, _shm
-from ._diagnostics import Responsiveness
+from ._diagnostics import Descendant, Responsiveness
+from ._extras import CriticalExtras
 from ._grading import Grading, Reading
 from ._hang import HangDetector, collect_stacks, stack_signal_refusal
 from ._levels import PressureLevel
 from ._report import DumpWriter, say
 from ._sampling import HostProbe, HostSample, SystemProbe
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._tree import Tree
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
@@ -41,7 +46,9 @@ class Watcher:
     """State of one watched host."""
 
     def __init__(self, shm_name: str, lock_fd: int, pidfd: int, ctl: int,
-                 suggestions: dict[str, str]) -> None:
+                 suggestions: dict[str, str], tree: Tree | None = None) -> None:
+        """``tree`` is ``watchdog-core run``'s: the host's descendants are measured with
+        it, in their cgroup where they have one (``_tree``)."""
         self.shm_name = shm_name
         # The descriptor holding our lock is the segment our host created: map it, not
         # whatever the name points at now.
@@ -61,10 +68,12 @@ class Watcher:
         self.ctl = ctl
         self.words[_ring.W_WATCHDOG_PID] = os.getpid()
         self.probe = HostProbe(self.host_pid, exclude_pids={os.getpid()},
-                               include_children=self.config.include_children)
+                               include_children=self.config.include_children, tree=tree)
         self.grading = Grading(self.config, SystemProbe(self.host_pid))
-        self.oom = _attribution.OomWatch(self.host_pid)
+        self.oom = _attribution.OomWatch(
+            self.host_pid, tree_dir=tree.cgroup.directory if tree and tree.cgroup else None)
         self.writer = DumpWriter(header, suggestions, self.probe)
+        self.extras = CriticalExtras(self.buf, self.words, self.writer)
         self.hang = HangDetector(self.config.hang_after, self.config.idle_after)
         self.hang_dumps, self.last_hang_dump = 0, 0.0
         self.files = _death.HostFiles(header.session_id, self.host_pid,
@@ -95,7 +104,7 @@ class Watcher:
             return None
         if host.leader_gone:
             self.death.leader_gone = True
-        reading = self.grading.grade(host)
+        reading = self.grading.grade(host, _reader.read_label(self.buf, self.words))
         self._note_records(host)
         _ring.write_status(self.buf, self.words, reading.status_block(self.grading.samples))
         self.last = reading
@@ -139,6 +148,7 @@ class Watcher:
             words[_ring.W_LAST_PRESSURE_NS] = now_ns
             if level == PressureLevel.CRITICAL:
                 words[_ring.W_CRITICAL_WRITTEN] = 1
+                self.extras.ask(name)  # on disk first; the host answers, followed below
 
     def check_responsiveness(self, reading: Reading) -> None:
         if not self.hang.enabled:
@@ -209,12 +219,14 @@ class Watcher:
 
     def dump(self, trigger: str, reading: Reading, reason: str | None = None,
              responsiveness: Responsiveness | None = None,
-             stacks: Callable[[], str | None] | None = None) -> str | None:
+             stacks: Callable[[], str | None] | None = None,
+             descendant: Descendant | None = None) -> str | None:
         with self.image(self.buf) as image:
             name = self.writer.write_live(
                 trigger, reading, image, self.grading.timeline_before(reading.host.t),
                 self.last_record_wall_ns, reason=reason,
-                responsiveness=responsiveness or self.hang.take_recovery(), stacks=stacks)
+                responsiveness=responsiveness or self.hang.take_recovery(), stacks=stacks,
+                descendant=descendant)
         if name is not None:
             self._set_last_dump(name)
             self.words[_ring.W_DUMPS] += 1
@@ -309,6 +321,7 @@ class Watcher:
         self.oom.refresh()
         self.maybe_pressure_dump(reading)
         self.words[_ring.W_TICK_DONE] = self.grading.samples  # the host may announce now
+        self._guarded(self.extras.follow)  # never waits: a death is seen at the next poll
         self.check_responsiveness(reading)
         return True
 
@@ -321,10 +334,11 @@ class Watcher:
         try:
             return step()
         except Exception as exc:  # deliberately broad: see the docstring
-            key = f"{step.__name__}:{type(exc).__name__}"
+            what = getattr(step, "__name__", None) or getattr(step, "func", step).__name__
+            key = f"{what}:{type(exc).__name__}"
             if key not in self.faults:
                 self.faults.add(key)
-                say(f"internal error in {step.__name__} ({type(exc).__name__}: {exc}); "
+                say(f"internal error in {what} ({type(exc).__name__}: {exc}); "
                     "still watching")
             return on_error
 

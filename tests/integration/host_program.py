@@ -17,9 +17,12 @@ prints ``ready {json}`` and then runs one command read from stdin:
   default-usr2          put SIGUSR2 back to its default; print "default"
   usr2-self             send ourselves SIGUSR2; print "usr2 N", N handled so far
   status                print the watchdog's last status block as JSON
+  mark JSON             wd.mark(the JSON string); print "marked"
   exec S                exec a new program that sleeps S seconds and prints
   worker-oom            run a worker that balloons until the OOM killer ends it
   sleeper               start a child that sleeps in our cgroup; print "sleeper PID"
+  litter N              keep N small objects (N traces for tracemalloc); print "littered"
+  unstall               let the extras thread held by --stall-extras go; print "unstalled"
 """
 
 from __future__ import annotations
@@ -61,6 +64,11 @@ def main() -> None:
                         help="the on_pressure callback raises after printing")
     parser.add_argument("--no-wait", action="store_true",
                         help="print ready at once, not after the watchdog's first sample")
+    parser.add_argument("--extras", default="",
+                        help="start_watchdog(extras=...), comma separated")
+    parser.add_argument("--tracemalloc-frames", type=int, default=None)
+    parser.add_argument("--stall-extras", action="store_true",
+                        help="the thread serving extras waits for `unstall` first")
     args, _more_argv = parser.parse_known_args()  # the rest: argv for the redaction test
 
     from watchdog_core import start_watchdog
@@ -90,12 +98,16 @@ def main() -> None:
 
     if args.log_only:
         on_pressure = None
+    if args.stall_extras:
+        stall_extras()
     wd = start_watchdog(session_id=args.session, on_pressure=on_pressure, diagnostics_dir=args.dir,
                         memory_limit=args.limit, interval=args.interval,
                         max_dumps_per_session=args.max_dumps, dump_cooldown=args.cooldown,
                         ring_slots=args.slots, suggestion=args.suggestion,
                         hang_after=args.hang_after, idle_after=args.idle_after,
-                        catch_sigterm=args.catch_sigterm, restart=not args.no_restart)
+                        catch_sigterm=args.catch_sigterm, restart=not args.no_restart,
+                        extras=tuple(filter(None, args.extras.split(","))),
+                        tracemalloc_frames=args.tracemalloc_frames)
     global HANDLE
     HANDLE = wd
     # Private text the host keeps in memory, as an agent keeps its conversation: it must
@@ -133,6 +145,9 @@ def main() -> None:
         elif command == "record":
             wd.record(**json.loads(rest[0]))
             print("recorded", flush=True)
+        elif command == "mark":
+            wd.mark(json.loads(rest[0]))  # JSON: a label may hold anything, newlines too
+            print("marked", flush=True)
         elif command == "fork":
             fork_child(wd, args.dir)
         elif command == "free":
@@ -234,6 +249,12 @@ def main() -> None:
                                      "b = []\nwhile True: b.append(bytearray(8 << 20))"],
                                     check=False)
             print(f"worker {worker.returncode}", flush=True)
+        elif command == "litter":
+            LITTER.extend(str(n) for n in range(int(rest[0])))
+            print("littered", flush=True)
+        elif command == "unstall":
+            UNSTALL.release()
+            print("unstalled", flush=True)
         elif command == "own-usr2":
             # The host takes SIGUSR2 for itself after start_watchdog(), as a gunicorn
             # master does for binary upgrades.
@@ -255,6 +276,23 @@ def main() -> None:
 
 HANDLE = None  # the host's handle, inherited by forked pool workers
 USR2_HANDLED: list[int] = []  # calls of the host's own SIGUSR2 handler (own-usr2)
+LITTER: list[str] = []  # small objects kept alive, one allocation each (litter)
+UNSTALL = threading.Lock()  # held while --stall-extras keeps the extras thread waiting
+
+
+def stall_extras() -> None:
+    """A host whose extras thread does not get to answer (until `unstall`), as one
+    stuck elsewhere would be: the thread waits before it serves."""
+    from watchdog_core import _extras
+
+    serve = _extras.HostExtras.serve
+    UNSTALL.acquire()
+
+    def stalled(self, request: int) -> None:  # type: ignore[no-untyped-def]
+        with UNSTALL:
+            serve(self, request)
+
+    _extras.HostExtras.serve = stalled  # type: ignore[method-assign]
 
 
 def spin(seconds: float) -> None:

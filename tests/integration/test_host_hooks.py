@@ -508,9 +508,9 @@ os._exit(3)  # an unclean end: it deserves a postmortem
 
 
 def test_pid_1_is_warned_with_advice_that_works(tmp_path: Path) -> None:
-    """As PID 1 the host's exit kills the watchdog with it. The warning recommends only
-    what exists today (there is no `watchdog-core run` yet), and what it recommends, an
-    entrypoint that outlives the program by a moment, does give the postmortem."""
+    """As PID 1 the host's exit kills the watchdog with it. The warning recommends
+    `watchdog-core run` as the entrypoint, and what it recommends does give the
+    postmortem, in one session, with the exact status."""
     namespace = pid_namespace()
     as_pid_1 = subprocess.run([*namespace, sys.executable, "-c", PID_1_HOST,
                                str(tmp_path / "pid1")], capture_output=True, text=True,
@@ -523,13 +523,17 @@ def test_pid_1_is_warned_with_advice_that_works(tmp_path: Path) -> None:
     assert pid == 1 and as_pid_1.returncode == 3
     assert list((tmp_path / "pid1").glob("*.json")) == []  # no postmortem
     (message,) = [m for m in messages if "PID 1" in m]
-    assert "watchdog-core run" not in message
-    assert "tini" in message and "sleep 2" in message
-    entrypoint = f"{sys.executable} -c \"$0\" {tmp_path / 'advised'}; s=$?; sleep 2; exit $s"
-    advised = subprocess.run([*namespace, "sh", "-c", entrypoint, PID_1_HOST],
-                             capture_output=True, text=True, env=ENV, timeout=60, check=False)
+    assert "watchdog-core run -- python app.py" in message
+    advised = subprocess.run(
+        [*namespace, sys.executable, "-m", "watchdog_core", "run", "--dir",
+         str(tmp_path / "advised"), "--", sys.executable, "-c", PID_1_HOST,
+         str(tmp_path / "advised")], capture_output=True, text=True, env=ENV, timeout=60,
+        check=False)
     pid, messages, _ = json.loads(advised.stdout.splitlines()[0])
     assert pid != 1 and not [m for m in messages if "PID 1" in m]
     assert advised.returncode == 3
     (postmortem,) = (tmp_path / "advised").glob("*.json")
-    assert json.loads(postmortem.read_text())["trigger"] == "host-died"
+    dump = json.loads(postmortem.read_text())
+    assert dump["trigger"] == "host-died"
+    assert dump["host"]["exit"]["exitCode"] == 3
+    assert dump["host"]["exit"]["confidence"] == "certain"

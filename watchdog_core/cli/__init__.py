@@ -202,14 +202,19 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _command_of(argv: list[str], command: str | None) -> str | None:
+    """The command named on the line (the first word that is not an option)."""
+    return command or next((a for a in argv if not a.startswith("-")), None)
+
+
 def build_parser(prog: str = "watchdog-core", command: str | None = None
                  ) -> argparse.ArgumentParser:
     """The parser of every command; with ``command``, of that one alone, named ``prog``
     (tools/read_ring.py is ``read-ring`` under its own name)."""
-    from . import demo, dump, gc, ls, read_ring, schema, show
+    from . import demo, dump, gc, ls, read_ring, run, schema, show
 
     if command is not None:
-        modules = (ls, read_ring, show, dump, gc, schema, demo)
+        modules = (ls, read_ring, show, dump, run, gc, schema, demo)
         (module,) = [m for m in modules if command == m.NAME]
         single = _Parser(prog=prog, description=module.HELP)
         module.configure(single)
@@ -218,7 +223,7 @@ def build_parser(prog: str = "watchdog-core", command: str | None = None
     parser = _Parser(prog=prog, description="A memory-and-crash black box.")
     parser.add_argument("--version", action="version", version=f"watchdog-core {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (ls, read_ring, show, dump, gc, schema, demo):
+    for module in (ls, read_ring, show, dump, run, gc, schema, demo):
         sub = commands.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.configure(sub)
         sub.set_defaults(run=module.run)
@@ -253,7 +258,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, *,
     except UsageError as exc:
         # One line, whatever the user's path held (a newline or an escape in a file name).
         print(f"watchdog-core: error: {printable(exc)}", file=sys.stderr)
-        return 2
+        # `run` leaves with its child's status: its own errors are 125, not 2 (docs/run.md).
+        return 125 if _command_of(sys.argv[1:] if argv is None else argv,
+                                  command) == "run" else 2
     except BrokenPipeError:  # `watchdog-core read-ring ... | head`
         return 0
     except KeyboardInterrupt:
