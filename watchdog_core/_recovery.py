@@ -94,6 +94,8 @@ def _recover_claimed(name: str, claim: int, dry_run: bool, *, quiet: bool = Fals
         with _reader.RingImage(buf) as header:  # the header alone: no page is touched
             if not header.features & _ring.FEATURE_LOCKS and header.boot_id == _boot_id():
                 return None  # made before rings had locks: no lock says whether it lives
+            if header.features & _ring.FEATURE_RUN and _child_of_run_lives(header):
+                return None  # run was killed, its child was not: no orphan until it dies
         if dry_run:
             return name, None, "found"
         image_bytes = bytes(buf)  # the whole ring, for its postmortem and its .ring file
@@ -103,6 +105,18 @@ def _recover_claimed(name: str, claim: int, dry_run: bool, *, quiet: bool = Fals
         words.release()
         buf.release()
         mapping.close()
+
+
+def _child_of_run_lives(header: _reader.RingImage) -> bool:
+    """The host of a ring ``watchdog-core run`` made holds no lock of its own (``run``
+    held it for the child): is that child still running? By pid, start time and boot,
+    which can only say yes in the pid namespace the child runs in (docs/run.md)."""
+    from ._attribution import read_proc_stat
+
+    if header.death_state != _ring.DEATH_ALIVE or header.boot_id != _boot_id():
+        return False
+    stat = read_proc_stat(header.host_pid)
+    return stat is not None and not stat.ended and stat.start_ticks == header.host_start_ticks
 
 
 def recover(name: str, image: _reader.RingImage, image_bytes: bytes, words: memoryview,

@@ -83,6 +83,7 @@ DEATH_WRITTEN = 5  # the postmortem is complete and the ring image saved beside 
 
 # Header word at offset 36 (the u32 after the geometry): what this ring's writer does.
 FEATURE_LOCKS = 1  # host and watchdog hold the segment's locks for their lifetimes
+FEATURE_RUN = 2  # made by `watchdog-core run`, whose host (its child) holds no lock
 
 FLAG_EXITING = 1  # atexit ran: the interpreter is shutting down
 FLAG_STOPPED = 2  # stop() was called: a clean end, no postmortem

@@ -249,7 +249,7 @@ class Runner:
                                     config.idle_after, True,
                                     config.large_history_share, config.stack_signal,
                                     config.max_files, config.max_bytes, config.extras),
-            features=_ring.FEATURE_LOCKS if _shm.LOCKS else 0,
+            features=(_ring.FEATURE_LOCKS if _shm.LOCKS else 0) | _ring.FEATURE_RUN,
         )
         # Before the child runs: a Python child joining at once checks this is its parent.
         writer.words[_ring.W_WATCHDOG_PID] = os.getpid()

@@ -490,3 +490,27 @@ def test_the_offer_is_only_for_the_pid_it_names(tmp_path: Path) -> None:
     assert "joined watchdog_core-sh-" not in result.stdout
     (post,) = dumps(tmp_path / "d")
     assert post["session"] == {}  # the grandchild's stats went to its own session
+
+
+def test_a_killed_run_leaves_its_ring_alone_until_the_child_ends(tmp_path: Path) -> None:
+    with subprocess.Popen([*RUN, "--dir", str(tmp_path), "--session-id", "orphaned-run",
+                           "--", "sh", "-c", "echo $$; read line"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                          env=ENV) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        child = int(proc.stdout.readline())
+        proc.kill()  # run is gone; the child reads on
+        proc.wait(timeout=30)
+        assert run_cli("gc", "--dir", str(tmp_path)).returncode == 0
+        assert dumps(tmp_path) == []  # the child lives: not an orphan
+        assert [n for n in os.listdir("/dev/shm") if "orphaned-run" in n]
+        proc.stdin.write("end\n")
+        proc.stdin.close()
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{child}").exists():  # reaped by init or the subreaper above
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert run_cli("gc", "--dir", str(tmp_path)).returncode == 0
+    (post,) = dumps(tmp_path)
+    assert post["trigger"] == "recovered"
+    assert not [n for n in os.listdir("/dev/shm") if "orphaned-run" in n]
