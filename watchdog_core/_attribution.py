@@ -203,7 +203,11 @@ class OomWatch:
     of the host is compared.
     """
 
-    def __init__(self, host_pid: int, root: str = "/", tree_dir: str | None = None) -> None:
+    def __init__(self, host_pid: int, root: str = "/", tree_dir: str | None = None,
+                 kmsg_fd: int | None = None) -> None:
+        """``tree_dir``: ``watchdog-core run``'s cgroup for the tree, made empty, so its
+        counter counts from 0; ``kmsg_fd``: /dev/kmsg opened (at its end) before the
+        host started, or -1 when it could not be."""
         self.host_pid = host_pid
         self.root = root
         self.paths: dict[str, str] = {}
@@ -221,8 +225,11 @@ class OomWatch:
         self._resolved_at = -1e9
         self.refresh(force=True)
         # WATCHDOG_CORE_NO_KMSG=1 takes the path of a watchdog without root (tests).
-        self.kmsg_fd = -1 if os.environ.get("WATCHDOG_CORE_NO_KMSG") == "1" else (
-            _open_kmsg_at_end())
+        if os.environ.get("WATCHDOG_CORE_NO_KMSG") == "1":
+            if kmsg_fd is not None and kmsg_fd >= 0:
+                os.close(kmsg_fd)
+            kmsg_fd = -1
+        self.kmsg_fd = _open_kmsg_at_end() if kmsg_fd is None else kmsg_fd
         self.kernel = KernelLog()
         self.kernel.readable = self.kmsg_fd >= 0
 
@@ -239,7 +246,8 @@ class OomWatch:
                     value = _counter(path, "oom_kill")
                     if value is not None:
                         self.paths[source] = path
-                        self.before[source] = value
+                        # The tree's cgroup was made empty for it: every kill counts.
+                        self.before[source] = 0 if self._is_tree(path) else value
                         if source != "vmstat":
                             self.alone.setdefault(source, True)
         # Every 2 s: the machine-wide counter (a large file) and who is in the cgroups

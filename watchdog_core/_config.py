@@ -345,10 +345,11 @@ class SessionConfig:
         if (
             isinstance(max_dumps_per_session, bool)
             or not isinstance(max_dumps_per_session, int)
-            or max_dumps_per_session < 0
+            or not 0 <= max_dumps_per_session <= MAX_DUMPS_LIMIT
         ):
             raise ValueError(
-                f"max_dumps_per_session must be an int >= 0, got {max_dumps_per_session!r}"
+                f"max_dumps_per_session must be an int within [0, {MAX_DUMPS_LIMIT}], got "
+                f"{max_dumps_per_session!r}"
             )
         self.max_dumps_per_session = max_dumps_per_session
         if isinstance(dump_cooldown, bool) or not isinstance(dump_cooldown, (int, float)) or (
@@ -409,6 +410,7 @@ def check_tracemalloc_frames(value: object) -> int:
     return value
 
 
+MAX_DUMPS_LIMIT = 1_000_000  # far beyond any retention; the ring keeps it in an int64
 DEFAULT_MAX_FILES = 100
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 

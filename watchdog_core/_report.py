@@ -254,7 +254,8 @@ class DumpWriter:
     def _memory(self, reading: Reading | None) -> MemoryInfo:
         if reading is None:
             return MemoryInfo(rss=None, heap_used=None, heap_limit=None, ratio=0.0,
-                              limit_source="none")
+                              limit_source="none",
+                              measure=self.probe.measure if self.probe is not None else None)
         e = reading.effective
         return MemoryInfo(
             rss=reading.host.rss, heap_used=reading.host.rss_anon, heap_limit=e.limit,
@@ -333,8 +334,11 @@ def _memory_from_status(status: _reader.Status) -> MemoryInfo:
 def say(message: str) -> None:
     """One line on the host's stderr: in a container it is what survives in the logs.
     A closed or broken stderr must not stop the watchdog from finishing its work."""
+    stream = sys.stderr
+    if stream is None:  # closed for us: print() would fall back to stdout, another's data
+        return
     try:
-        print(f"watchdog-core: {message}", file=sys.stderr, flush=True)
+        print(f"watchdog-core: {message}", file=stream, flush=True)
     except (OSError, ValueError):
         pass
 

@@ -20,6 +20,7 @@ import os
 import signal
 import time
 from functools import partial
+from typing import Literal
 
 from . import _ring, _shm
 from ._attribution import KMSG_SETTLE
@@ -80,15 +81,23 @@ def find_executable(name: str, env: dict[str, str]) -> str:
 
 
 def _terminal() -> int:
-    """A descriptor of the controlling terminal when ``run`` is in its foreground, else
-    -1: only then is the terminal ``run``'s to hand to the child."""
+    """A descriptor (0, 1 or 2) of ``run``'s controlling terminal, or -1."""
     for fd in (0, 1, 2):
         try:
-            if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp():
+            if os.isatty(fd):
+                os.tcgetpgrp(fd)  # ENOTTY unless it is our controlling terminal
                 return fd
         except OSError:
             continue
     return -1
+
+
+def _foreground(tty: int) -> int:
+    """The terminal's foreground process group, or -1."""
+    try:
+        return os.tcgetpgrp(tty) if tty >= 0 else -1
+    except OSError:
+        return -1
 
 
 def _give_terminal(tty: int, pgid: int) -> None:
@@ -136,6 +145,8 @@ class Runner:
         self.descendants_skipped = 0
         self.tree_kills_seen = 0  # OOM kills of the tree's cgroup accounted for
         self.told: set[int] = set()  # pids of descendants whose death was dumped
+        self.kmsg_fd = -1
+        self.job_stopped = False  # run stopped itself with its child (Ctrl-Z)
 
     # -- starting ------------------------------------------------------------------------
 
@@ -144,13 +155,25 @@ class Runner:
         env = dict(os.environ)
         env.pop(OFFER_ENV, None)  # an offer to us is not our child's
         path = find_executable(self.argv[0], env)
-        self._settle_folder()
+        ring_config = self._ring_config()
+        _reserve_stdio()
+        if os.environ.get("WATCHDOG_CORE_DISABLE", "") not in ("", "0"):
+            self.no_dumps = True  # the child runs as ever, unwatched
+        else:
+            self._settle_folder()
         warning = oom_group_warning()
         if warning:
             say(warning)
-        cgroup, why = (TreeCgroup.create(f"watchdog-core-run-{os.getpid()}")
-                       if self.want_cgroup else (None, "not asked for (--no-cgroup)"))
+        cgroup, why = None, "not asked for (--no-cgroup)"
+        if self.want_cgroup and not self.no_dumps:
+            cgroup, why = TreeCgroup.create(f"watchdog-core-run-{os.getpid()}")
         self.cgroup_refusal = why
+        if not self.no_dumps:
+            from ._attribution import _open_kmsg_at_end
+
+            # Open before the child runs: an OOM kill in its first milliseconds is in
+            # the log after this point (and the tree's cgroup counts from 0).
+            self.kmsg_fd = _open_kmsg_at_end()
         _become_subreaper()
         self.tty = _terminal()
         go_read, go_write = os.pipe()
@@ -170,20 +193,32 @@ class Runner:
         self.child = pid
         os.close(go_read)
         os.close(err_write)
+        ring = None
         try:
-            os.setpgid(pid, pid)  # as the child does: whichever runs first, it is done
-        except OSError:
-            pass
-        _give_terminal(self.tty, pid)
-        if cgroup is not None:
             try:
-                cgroup.add(pid)
-            except OSError as exc:
-                cgroup.remove()
-                cgroup, self.cgroup_refusal = None, f"cannot move the child: {exc.strerror}"
-        ring = self._make_ring(pid)
-        wake = self._install_signals()
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                os.setpgid(pid, pid)  # as the child does: whichever runs first, it is done
+            except OSError:
+                pass
+            if _foreground(self.tty) == os.getpgrp():
+                _give_terminal(self.tty, pid)
+            if cgroup is not None:
+                try:
+                    cgroup.add(pid)
+                except OSError as exc:
+                    cgroup.remove()
+                    cgroup = None
+                    self.cgroup_refusal = f"cannot move the child: {exc.strerror}"
+            ring = self._make_ring(pid, ring_config)
+            wake = self._install_signals()
+        except BaseException as exc:
+            # Before the go: the child has run nothing of its own. Nothing may outlive us.
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            self.status = 0
+            self._release_start(ring, cgroup)
+            raise RunError(EXIT_OWN_ERROR, f"cannot watch {self.argv[0]}: {exc!r}") from None
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         # Let the child go, with the ring's name (its offer) when there is one.
         try:
             os.write(go_write, (ring[0] if ring else "").encode() + b"\n")
@@ -193,12 +228,29 @@ class Runner:
         failure = _read_all(err_read)
         os.close(err_read)
         if failure:
-            return self._exec_failed(failure, ring, cgroup)
+            return self._exec_failed(failure, path, ring, cgroup)
         tree = Tree(os.getpid(), pid, cgroup)
         if ring is None:
             tree.close()
             return self._wait_only(wake)
         return self._watch(ring, tree, wake)
+
+    def _ring_config(self) -> _ring.RingConfig:
+        """The ring's copy of the options, packed once here: a value the ring cannot hold
+        is refused before anything starts."""
+        import struct
+
+        config = self.config
+        ring_config = _ring.RingConfig(
+            config.soft, config.hard, config.critical, config.memory_limit,
+            config.dump_cooldown, config.max_dumps_per_session, config.hang_after,
+            config.idle_after, True, config.large_history_share, config.stack_signal,
+            config.max_files, config.max_bytes, config.extras)
+        try:
+            ring_config.pack()
+        except struct.error as exc:
+            raise RunError(EXIT_OWN_ERROR, f"an option is out of range: {exc}") from None
+        return ring_config
 
     def _settle_folder(self) -> None:
         from ._config import state_diagnostics_dir
@@ -215,7 +267,7 @@ class Runner:
             say(f"{'; '.join(refusals)}; dumps go to {chosen}")
         self.config.diagnostics_dir = chosen
 
-    def _make_ring(self, pid: int) -> tuple[str, int] | None:
+    def _make_ring(self, pid: int, ring_config: _ring.RingConfig) -> tuple[str, int] | None:
         """The child's ring, with both locks held by ``run``: (name, watchdog lock)."""
         from ._attribution import read_proc_stat
         from ._writer import RingWriter
@@ -243,12 +295,7 @@ class Runner:
             created_unix_ns=time.time_ns(), created_mono_ns=time.monotonic_ns(),
             interval=config.interval, boot_id=boot_id,
             diagnostics_dir=config.diagnostics_dir,
-            config=_ring.RingConfig(config.soft, config.hard, config.critical,
-                                    config.memory_limit, config.dump_cooldown,
-                                    config.max_dumps_per_session, config.hang_after,
-                                    config.idle_after, True,
-                                    config.large_history_share, config.stack_signal,
-                                    config.max_files, config.max_bytes, config.extras),
+            config=ring_config,
             features=(_ring.FEATURE_LOCKS if _shm.LOCKS else 0) | _ring.FEATURE_RUN,
         )
         # Before the child runs: a Python child joining at once checks this is its parent.
@@ -269,13 +316,15 @@ class Runner:
         return wake
 
     def _forward(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGCONT and self.job_stopped:
+            return  # our own continuation: _child_stopped continues the child's group
         if self.child > 0 and self.status is None:
             try:
                 os.kill(self.child, signum)
             except OSError:  # reaped between the check and the kill
                 pass
 
-    def _exec_failed(self, failure: bytes, ring: tuple[str, int] | None,
+    def _exec_failed(self, failure: bytes, path: str, ring: tuple[str, int] | None,
                      cgroup: TreeCgroup | None) -> int:
         try:
             code = int(failure)
@@ -283,13 +332,23 @@ class Runner:
             code = errno.ENOEXEC
         os.waitpid(self.child, 0)
         self.status = 0
-        _give_terminal(self.tty, os.getpgrp())
+        self._release_start(ring, cgroup)
+        if code == errno.ENOENT and os.path.exists(path):
+            # The file is there: what is missing is the interpreter its #! line names.
+            raise RunError(EXIT_NOT_EXECUTABLE, f"{self.argv[0]}: bad interpreter (its #! "
+                           "line names a program that does not exist)")
+        exit_code = EXIT_NOT_FOUND if code == errno.ENOENT else EXIT_NOT_EXECUTABLE
+        raise RunError(exit_code, f"{self.argv[0]}: {os.strerror(code)}")
+
+    def _release_start(self, ring: tuple[str, int] | None, cgroup: TreeCgroup | None
+                       ) -> None:
+        """Undo a start that did not get as far as the watch."""
+        if _foreground(self.tty) == self.child:
+            _give_terminal(self.tty, os.getpgrp())
         if ring is not None:
             _shm.unlink_segment(ring[0], self.host_lock)
         if cgroup is not None:
             cgroup.remove()
-        exit_code = EXIT_NOT_FOUND if code == errno.ENOENT else EXIT_NOT_EXECUTABLE
-        raise RunError(exit_code, f"{self.argv[0]}: {os.strerror(code)}")
 
     # -- watching ------------------------------------------------------------------------
 
@@ -303,7 +362,8 @@ class Runner:
             pidfd = os.pidfd_open(self.child) if hasattr(os, "pidfd_open") else -1
         except OSError:
             pidfd = -1
-        watcher = Watcher(name, watchdog_lock, pidfd, -1, self.config.suggestion, tree=tree)
+        watcher = Watcher(name, watchdog_lock, pidfd, -1, self.config.suggestion, tree=tree,
+                          kmsg_fd=self.kmsg_fd)
         self.watcher = watcher
         from ._hang import HangDetector
         from ._redact import redact_argv
@@ -366,7 +426,9 @@ class Runner:
                     if death is not None:
                         watcher._guarded(partial(self._descendant_ended, death))
             time.sleep(KMSG_SETTLE)  # the kernel prints its line just after the kill
-            watcher._guarded(self._unseen_kills)
+            status = self.status or 0
+            host_killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+            watcher._guarded(partial(self._unseen_kills, host_killed))
             watcher.death.parent_status = ExitStatus(self.status, "run")
             if self.descendants_skipped:
                 watcher.writer.notes.append(
@@ -432,17 +494,32 @@ class Runner:
                     ended.append(death)
 
     def _child_stopped(self, signum: int) -> None:
-        """Ctrl-Z stopped the child: stop ``run`` too, so the shell sees its job stop;
-        when the shell continues ``run``, the child gets the terminal back and goes on."""
+        """The terminal stopped the child (Ctrl-Z, or a read from a terminal it does not
+        own): stop ``run`` too, so the shell sees its job stop. When the shell continues
+        the job, the child's group goes on, with the terminal only if ``run`` was
+        continued in the foreground (``fg``, not ``bg``)."""
         if signum not in TERMINAL_STOPS or self.tty < 0:
             return  # a SIGSTOP from outside: whoever sent it will continue the child
-        _give_terminal(self.tty, os.getpgrp())
-        os.kill(os.getpid(), signal.SIGSTOP)
-        _give_terminal(self.tty, self.child)
+        if _foreground(self.tty) == self.child:
+            _give_terminal(self.tty, os.getpgrp())
+        self.job_stopped = True
         try:
-            os.killpg(self.child, signal.SIGCONT)
-        except OSError:
-            pass
+            os.kill(os.getpid(), signal.SIGSTOP)
+            if _foreground(self.tty) == os.getpgrp():
+                _give_terminal(self.tty, self.child)
+            try:
+                os.killpg(self.child, signal.SIGCONT)
+            except OSError:
+                pass
+        finally:
+            self.job_stopped = False
+
+    # -- descendants ---------------------------------------------------------------------
+    #
+    # One dump per process, whichever path tells it first: its pidfd (a process some
+    # sample saw), or the tree's OOM counter with the kernel's log (one no sample saw).
+    # ``told`` holds the pids told; ``tree_kills_seen`` the kills of the tree's cgroup
+    # accounted for, so a kill is never told twice nor put on the wrong process.
 
     def _descendant_ended(self, death: DescendantDeath) -> None:
         """A process of the tree ended while the child lives: a dump of its own when it
@@ -450,8 +527,9 @@ class Runner:
         from ._attribution import killed_process
         from ._diagnostics import Descendant, HostExit
 
-        if not death.worth_a_dump:
+        if not death.worth_a_dump or death.pid in self.told:
             return
+        self.told.add(death.pid)
         watcher = self.watcher
         assert watcher is not None
         kind, confidence, evidence = self._judge_descendant(watcher, death)
@@ -474,46 +552,15 @@ class Runner:
                                                 descendant=descendant) is not None:
             self.descendant_dumps += 1
 
-    def _unseen_kills(self) -> None:
-        """OOM kills in the tree's cgroup that no death of a process seen at a sample
-        explains: a process born and killed between two samples (a `make` job that
-        balloons in 50 ms). The kernel's log names it where it can be read."""
-        from ._attribution import _counter, killed_process
-        from ._diagnostics import Descendant, HostExit
-
-        watcher = self.watcher
-        assert watcher is not None
+    def _tree_suffix(self, watcher: Watcher) -> str | None:
         tree = watcher.probe.tree
         if tree is None or tree.cgroup is None:
-            return
-        kills = _counter(tree.cgroup.oom_counter, "oom_kill") or 0
-        if kills <= self.tree_kills_seen:
-            return
-        oom = watcher.oom
-        oom.read_kernel_log()
-        suffix = "/" + os.path.basename(tree.cgroup.directory)
-        named = [pid for pid, memcg in oom.kernel.memcgs.items()
-                 if memcg.endswith(suffix) and pid not in self.told]
-        while self.tree_kills_seen < kills:
-            self.tree_kills_seen += 1
-            evidence = [f"the tree's own cgroup counted an OOM kill ({kills} in all) that no "
-                        "death seen at a sample explains"]
-            pid, name, rss = None, "?", None
-            if named:
-                pid = named.pop(0)
-                self.told.add(pid)
-                name, rss = killed_process(oom.kernel.lines.get(pid, ""))
-                evidence.append(f"kernel: {oom.kernel.lines.get(pid, '')}".split(",", 1)[0])
-            else:
-                evidence.append("the kernel's log, which names the process, could not be "
-                                "read (root or CAP_SYSLOG reads /dev/kmsg)")
-            self._dump_descendant(watcher, Descendant(
-                pid=pid, name=name, rss=rss,
-                exit=HostExit(kind="oom-killed", signal="SIGKILL", evidence=evidence,
-                              confidence="certain")))
+            return None
+        return "/" + os.path.basename(tree.cgroup.directory)
 
     def _judge_descendant(self, watcher: Watcher, death: DescendantDeath
-                          ) -> tuple[str, str, list[str]]:
+                          ) -> tuple[Literal["oom-killed", "crashed", "killed"],
+                                     Literal["certain", "likely"], list[str]]:
         """(kind, confidence, evidence) of a descendant killed or crashed."""
         from ._attribution import _counter
         from ._death import CRASH_SIGNALS, SOURCE_TEXT
@@ -523,33 +570,92 @@ class Runner:
         if death.signal in CRASH_SIGNALS:
             return "crashed", "certain", evidence
         oom = watcher.oom
-        oom.read_kernel_log()
+        suffix = self._tree_suffix(watcher)
         tree = watcher.probe.tree
-        if death.pid in oom.kernel.others:
-            evidence.append(f"kernel: the OOM killer named pid {death.pid}")
-            self.told.add(death.pid)
-            if oom.kernel.memcgs.get(death.pid, "").endswith(
-                    "/" + os.path.basename(tree.cgroup.directory) if tree and tree.cgroup
-                    else "\0"):
-                self.tree_kills_seen += 1
-            return "oom-killed", "certain", evidence
+        kills = 0
         if tree is not None and tree.cgroup is not None:
             kills = _counter(tree.cgroup.oom_counter, "oom_kill") or 0
+        oom.read_kernel_log()
+        log = oom.kernel
+        if death.pid not in log.others and kills > self.tree_kills_seen and log.readable:
+            time.sleep(KMSG_SETTLE)  # the kernel prints its line just after the kill
+            oom.read_kernel_log()
+        if death.pid in log.others:
+            evidence.append(f"kernel: the OOM killer named pid {death.pid}")
+            if suffix and log.memcgs.get(death.pid, "").endswith(suffix):
+                self.tree_kills_seen += 1
+            return "oom-killed", "certain", evidence
+        if log.readable and not log.overrun:
+            evidence.append("kernel: no OOM kill of this pid was logged")
+            return "killed", "certain", evidence
+        if suffix:
             if kills > self.tree_kills_seen:
                 self.tree_kills_seen += 1
-                evidence.append(f"the tree's own cgroup counted an OOM kill ({kills} in all)")
-                return "oom-killed", "certain", evidence
+                evidence.append(f"the tree's own cgroup counted an OOM kill ({kills} in "
+                                "all), and no kernel log says whose")
+                return "oom-killed", "likely", evidence
             evidence.append("the tree's own cgroup counted no OOM kill for it")
-            return "killed", "certain", evidence
-        if oom.kernel.readable and not oom.kernel.overrun:
-            evidence.append("kernel: no OOM kill of this pid was logged")
             return "killed", "certain", evidence
         evidence.append("neither the kernel log nor a cgroup of the tree's own could tell "
                         "an OOM kill from another SIGKILL")
         return "killed", "likely", evidence
 
+    def _unseen_kills(self, host_killed: bool = False) -> None:
+        """OOM kills in the tree's cgroup that no process seen at a sample explains: one
+        born and killed between two samples (a `make` job that balloons in 50 ms). The
+        kernel's log names it where it can be read. ``host_killed``: the child itself
+        died of SIGKILL just now; its kill is its own postmortem's."""
+        from ._attribution import _counter, killed_process
+        from ._diagnostics import Descendant, HostExit
+
+        watcher = self.watcher
+        assert watcher is not None
+        tree = watcher.probe.tree
+        suffix = self._tree_suffix(watcher)
+        if tree is None or tree.cgroup is None or suffix is None:
+            return
+        kills = _counter(tree.cgroup.oom_counter, "oom_kill") or 0
+        if kills <= self.tree_kills_seen:
+            return
+        oom = watcher.oom
+        oom.read_kernel_log()
+        log = oom.kernel
+        in_tree = [pid for pid, memcg in log.memcgs.items() if memcg.endswith(suffix)]
+        if host_killed and (self.child in in_tree or not log.readable):
+            self.tree_kills_seen += 1
+        if log.readable and not log.overrun:
+            # Each kill is named: tell those of processes no sample saw. A process a
+            # sample saw is told by its pidfd, which counts its kill then.
+            for pid in in_tree:
+                seen = tree.known.get(pid)
+                if pid in self.told or pid == self.child or (seen and seen.pidfd >= 0):
+                    continue
+                self.told.add(pid)
+                self.tree_kills_seen += 1
+                name, rss = killed_process(log.lines.get(pid, ""))
+                self._dump_descendant(watcher, Descendant(
+                    pid=pid, name=name, rss=rss, exit=HostExit(
+                        kind="oom-killed", signal="SIGKILL", confidence="certain",
+                        evidence=["the tree's own cgroup counted an OOM kill no sample "
+                                  "explains", f"kernel: the OOM killer named pid {pid} "
+                                  f"({name}) in the tree's cgroup"])))
+            return
+        # No log: count. A process a sample saw that is dying now will be told by its
+        # pidfd; until it is, a kill may be its.
+        if any(_dying(pid) for pid in tree.known if pid not in self.told) and not host_killed:
+            return
+        while self.tree_kills_seen < kills:
+            self.tree_kills_seen += 1
+            self._dump_descendant(watcher, Descendant(
+                pid=None, name="?", rss=None, exit=HostExit(
+                    kind="oom-killed", signal="SIGKILL", confidence="certain",
+                    evidence=["the tree's own cgroup counted an OOM kill no sample "
+                              "explains", "the kernel's log, which names the process, "
+                              "could not be read (root or CAP_SYSLOG reads /dev/kmsg)"])))
+
     def _leave(self) -> int:
-        _give_terminal(self.tty, os.getpgrp())
+        if _foreground(self.tty) == self.child:  # never take it from a shell that has it
+            _give_terminal(self.tty, os.getpgrp())
         status = self.status or 0
         if os.WIFSIGNALED(status):
             return 128 + os.WTERMSIG(status)
@@ -573,7 +679,14 @@ def _exec_child(path: str, argv: list[str], env: dict[str, str], go_read: int,
         if offer:
             env[OFFER_ENV] = f"{os.getpid()}:{offer}"
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        os.execve(path, argv, env)  # noqa: S606 (the user's command is the point)
+        try:
+            os.execve(path, argv, env)  # noqa: S606 (the user's command is the point)
+        except OSError as exc:
+            if exc.errno != errno.ENOEXEC or not _looks_like_text(path):
+                raise
+            # No #! line: a shell script, as execvp (and so env and timeout) runs it. A
+            # binary the kernel does not run (another CPU's) is not, as bash decides.
+            os.execve("/bin/sh", ["sh", path, *argv[1:]], env)  # noqa: S606
     except OSError as exc:
         try:
             os.write(err_write, str(exc.errno or errno.ENOEXEC).encode())
@@ -583,12 +696,42 @@ def _exec_child(path: str, argv: list[str], env: dict[str, str], go_read: int,
         os._exit(EXIT_NOT_EXECUTABLE)
 
 
+def _reserve_stdio() -> None:
+    """Keep our own descriptors off 0, 1 and 2 when they were closed for us: the child
+    must find them closed as given (these close at its exec), and a line of ours must
+    never go into a file that happened to take descriptor 2."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            held = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            if held != fd:
+                os.dup2(held, fd, inheritable=False)
+                os.close(held)
+
+
 def say(message: str) -> None:
     """One line on stderr, as the watchdog says things (``_report.say``, imported only
     when there is something to say: the child starts before pydantic is loaded)."""
     from ._report import say as report_say
 
     report_say(message)
+
+
+def _looks_like_text(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return b"\0" not in f.read(128)
+    except OSError:
+        return False
+
+
+def _dying(pid: int) -> bool:
+    """Gone, a zombie, or in do_exit(): its pidfd is about to tell how it ended."""
+    from ._attribution import read_proc_stat
+
+    stat = read_proc_stat(pid)
+    return stat is None or stat.dying
 
 
 def _read_all(fd: int) -> bytes:

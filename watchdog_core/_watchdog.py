@@ -46,9 +46,11 @@ class Watcher:
     """State of one watched host."""
 
     def __init__(self, shm_name: str, lock_fd: int, pidfd: int, ctl: int,
-                 suggestions: dict[str, str], tree: Tree | None = None) -> None:
+                 suggestions: dict[str, str], tree: Tree | None = None,
+                 kmsg_fd: int | None = None) -> None:
         """``tree`` is ``watchdog-core run``'s: the host's descendants are measured with
-        it, in their cgroup where they have one (``_tree``)."""
+        it, in their cgroup where they have one (``_tree``); ``kmsg_fd`` the kernel log
+        it opened before its child ran."""
         self.shm_name = shm_name
         # The descriptor holding our lock is the segment our host created: map it, not
         # whatever the name points at now.
@@ -71,7 +73,8 @@ class Watcher:
                                include_children=self.config.include_children, tree=tree)
         self.grading = Grading(self.config, SystemProbe(self.host_pid))
         self.oom = _attribution.OomWatch(
-            self.host_pid, tree_dir=tree.cgroup.directory if tree and tree.cgroup else None)
+            self.host_pid, tree_dir=tree.cgroup.directory if tree and tree.cgroup else None,
+            kmsg_fd=kmsg_fd)
         self.writer = DumpWriter(header, suggestions, self.probe)
         self.extras = CriticalExtras(self.buf, self.words, self.writer)
         self.hang = HangDetector(self.config.hang_after, self.config.idle_after)

@@ -514,3 +514,160 @@ def test_a_killed_run_leaves_its_ring_alone_until_the_child_ends(tmp_path: Path)
     (post,) = dumps(tmp_path)
     assert post["trigger"] == "recovered"
     assert not [n for n in os.listdir("/dev/shm") if "orphaned-run" in n]
+
+
+# -- what a breaker found ------------------------------------------------------------------
+
+def _bash_in_a_pty() -> tuple[int, int]:
+    """An interactive bash with job control, a pty its controlling terminal."""
+    pid, master = pty.fork()
+    if pid == 0:  # pragma: no cover
+        os.execve("/bin/bash", ["bash", "--norc", "--noprofile", "-i"],
+                  dict(ENV, PS1="$ ", TERM="dumb"))
+    return pid, master
+
+
+def _type(master: int, line: str) -> None:
+    os.write(master, line.encode() + b"\n")
+
+
+def test_ctrl_z_then_bg_leaves_the_terminal_to_the_shell(tmp_path: Path) -> None:
+    ticker = ("import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.2)")
+    (tmp_path / "tick.py").write_text(ticker)
+    bash, master = _bash_in_a_pty()
+    try:
+        _type(master, f"{' '.join(RUN)} --dir {tmp_path / 'd'} --no-cgroup -- "
+                      f"{sys.executable} {tmp_path / 'tick.py'} > {tmp_path / 'out'}")
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "out").exists() or "tick" not in (tmp_path / "out").read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.write(master, b"\x1a")
+        _read_until(master, b"Stopped")
+        _type(master, "bg")
+        _type(master, "echo shell-$((40 + 2))")
+        _read_until(master, b"shell-42")  # the shell still reads its terminal
+        size = len((tmp_path / "out").read_text())
+        time.sleep(0.6)
+        assert len((tmp_path / "out").read_text()) > size  # the job goes on in the background
+        _type(master, "kill %1; wait; echo done-$((1 + 1))")
+        _read_until(master, b"done-2")
+    finally:
+        _end_pty_run(bash, master)
+
+
+def test_a_background_run_whose_child_reads_the_terminal_comes_back_with_fg(
+        tmp_path: Path) -> None:
+    bash, master = _bash_in_a_pty()
+    try:
+        _type(master, f"{' '.join(RUN)} --dir {tmp_path} --no-cgroup -- {sys.executable} "
+                      "-c \"print('got', input())\" &")
+        # The child reads a terminal it does not own: it stops, and run with it.
+        deadline = time.monotonic() + 30
+        while True:
+            _type(master, "jobs")
+            seen = _read_until(master, b"$ ", timeout=5)
+            if b"Stopped" in seen:
+                break
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.2)
+        _type(master, "fg")
+        time.sleep(0.5)
+        _type(master, "hello")
+        _read_until(master, b"got hello")
+        _type(master, "echo rc-$?")
+        _read_until(master, b"rc-0")
+    finally:
+        _end_pty_run(bash, master)
+
+
+def test_closed_stderr_never_sends_our_line_into_stdout(tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["sh", "-c", 'exec 2>&-; exec "$@"', "sh", *RUN, "--dir", str(tmp_path), "--",
+         "sh", "-c", "echo data; if [ -e /proc/$$/fd/2 ]; then echo has-stderr; "
+         "else echo no-stderr; fi; exit 3"],
+        capture_output=True, text=True, env=ENV, timeout=60, check=False)
+    assert result.returncode == 3
+    assert result.stdout == "data\nno-stderr\n"  # the child's stderr closed, as given
+    (post,) = by_trigger(tmp_path, "host-died")
+    assert post["host"]["exit"]["exitCode"] == 3
+
+
+def test_a_value_the_ring_cannot_hold_is_125_before_anything_starts(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    result = run(tmp_path, "touch", str(marker),
+                 options=("--max-dumps", "99999999999999999999999"))
+    assert result.returncode == 125
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not marker.exists()
+    no_leftovers(tmp_path)
+
+
+def test_a_bad_interpreter_is_126_and_a_script_without_one_runs_with_sh(tmp_path: Path
+                                                                        ) -> None:
+    bad = tmp_path / "bad.sh"
+    bad.write_text("#!/nonexistent/interpreter\necho never\n")
+    bad.chmod(0o755)
+    result = run(tmp_path, str(bad))
+    assert result.returncode == 126
+    assert "bad interpreter" in result.stderr
+    plain = tmp_path / "plain"
+    plain.write_text("echo from-sh $1\nexit 4\n")
+    plain.chmod(0o755)
+    result = run(tmp_path, str(plain), "arg")
+    assert (result.returncode, result.stdout) == (4, "from-sh arg\n")
+
+
+def test_disabled_runs_the_child_unwatched(tmp_path: Path) -> None:
+    result = run_cli("run", "--dir", str(tmp_path), "--", "sh", "-c", "exit 6",
+                     env={"WATCHDOG_CORE_DISABLE": "1"})
+    assert result.returncode == 6 and result.stderr == ""
+    assert dumps(tmp_path) == []
+
+
+def _in_cgroup(cgroup: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", "-c", f'echo $$ > "{cgroup}/cgroup.procs" && exec "$@"', "sh", *argv],
+        capture_output=True, text=True, env=ENV, timeout=120, check=False)
+
+
+BALLOON = "x = b'a' * (400 << 20)"
+
+
+@pytest.mark.cgroup
+def test_an_oom_kill_at_the_childs_very_start_is_certain_and_told_once(
+        tmp_path: Path, memory_cgroup: Path) -> None:
+    result = _in_cgroup(memory_cgroup, *RUN, "--dir", str(tmp_path), "--",
+                        sys.executable, "-c", BALLOON)
+    assert result.returncode == 137, result.stderr
+    (post,) = dumps(tmp_path)  # its own kill, not also a descendant's
+    exit = post["host"]["exit"]
+    assert (exit["kind"], exit["confidence"]) == ("oom-killed", "certain"), exit
+
+
+@pytest.mark.cgroup
+def test_an_early_grandchild_oom_kill_is_named_once(tmp_path: Path,
+                                                    memory_cgroup: Path) -> None:
+    result = _in_cgroup(memory_cgroup, *RUN, "--dir", str(tmp_path), "--", "sh", "-c",
+                        f'{sys.executable} -c "{BALLOON}"; sleep 0.5; exit 0')
+    assert result.returncode == 0, result.stderr
+    (died,) = dumps(tmp_path)
+    assert died["trigger"] == "descendant-died"
+    descendant = died["descendant"]
+    assert descendant["pid"] is not None and descendant["name"].startswith("python")
+    assert (descendant["exit"]["kind"], descendant["exit"]["confidence"]) == (
+        "oom-killed", "certain")
+
+
+@pytest.mark.cgroup
+def test_a_sampled_grandchild_oom_kill_is_named_once(tmp_path: Path,
+                                                     memory_cgroup: Path) -> None:
+    grow = ("import time\nx = []\nfor _ in range(400):\n    x.append(b'a' * (1 << 20))\n"
+            "    time.sleep(0.004)")
+    result = _in_cgroup(memory_cgroup, *RUN, "--dir", str(tmp_path), "--", "sh", "-c",
+                        f'{sys.executable} -c "$0"; sleep 0.5; exit 0', grow)
+    assert result.returncode == 0, result.stderr
+    died = by_trigger(tmp_path, "descendant-died")
+    assert len(died) == 1, [d["descendant"] for d in died]
+    exit = died[0]["descendant"]["exit"]
+    assert (exit["kind"], exit["confidence"]) == ("oom-killed", "certain")

@@ -257,7 +257,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, *,
         return int(args.run(args, out))
     except UsageError as exc:
         # One line, whatever the user's path held (a newline or an escape in a file name).
-        print(f"watchdog-core: error: {printable(exc)}", file=sys.stderr)
+        if sys.stderr is not None:  # closed: print() would write it to stdout
+            print(f"watchdog-core: error: {printable(exc)}", file=sys.stderr)
         # `run` leaves with its child's status: its own errors are 125, not 2 (docs/run.md).
         return 125 if _command_of(sys.argv[1:] if argv is None else argv,
                                   command) == "run" else 2

@@ -73,6 +73,8 @@ def program_name(command: list[str]) -> str:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
+    import os
+
     from .._config import SessionConfig, readable_session_id
     from .._runner import RunError
     from .._runner import run as run_command
@@ -83,6 +85,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if not command:
         raise UsageError("run needs a command after --, e.g. watchdog-core run -- python "
                          "train.py")
+    if args.dir is not None and os.path.exists(args.dir) and not os.path.isdir(args.dir):
+        raise UsageError(f"--dir {args.dir} is not a directory")
     session_id = args.session_id
     if session_id is None:
         session_id = readable_session_id(program_name(command))
@@ -100,11 +104,15 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         message = str(exc)
         for argument, option in _OPTIONS.items():  # name the option the user typed
             message = message.replace(argument, option)
+        for threshold in ("soft", "hard", "critical"):  # "soft must be ...": the option
+            if message.startswith(f"{threshold} must"):
+                message = "--" + message
         raise UsageError(message) from None
     try:
         return run_command(config, command, tree_cgroup=not args.no_cgroup)
     except RunError as exc:
         from . import printable
 
-        print(f"watchdog-core run: {printable(exc)}", file=sys.stderr)
+        if sys.stderr is not None:  # closed: never into stdout, the child's
+            print(f"watchdog-core run: {printable(exc)}", file=sys.stderr)
         return exc.code
