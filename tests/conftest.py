@@ -145,6 +145,11 @@ def start_host(diag_dir: Path):  # type: ignore[no-untyped-def]
         return host
 
     yield start
+    end_hosts(hosts)
+
+
+def end_hosts(hosts: list[Host]) -> None:
+    """Kill whatever of ``hosts`` still runs (after a failed test) and reap it."""
     for host in hosts:
         if host.proc.poll() is None:
             if host.info and not host.prefix:  # the host itself, not only its parent

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Host, minimal_dump, run_cli
+from tests.conftest import ROOT, Host, end_hosts, minimal_dump, run_cli
 
 SVG = "{http://www.w3.org/2000/svg}"
 MIB = 1 << 20
@@ -45,21 +45,6 @@ def _seen_by_a_sample(host: Host) -> None:
     start = _status_samples(host)
     while _status_samples(host) < start + 2:
         pass
-
-
-def _finish(hosts: list[Host]) -> None:
-    for host in hosts:
-        if host.proc.poll() is None:
-            if host.info:
-                try:
-                    os.kill(host.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            host.proc.kill()
-        try:
-            host.proc.communicate(timeout=30)
-        except (subprocess.TimeoutExpired, ValueError):
-            pass
 
 
 def _one(directory: Path, trigger: str) -> Path:
@@ -101,7 +86,7 @@ def dumps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         gc = run_cli("gc", env={"WATCHDOG_CORE_DIR": str(root / "elsewhere")})
         assert gc.returncode == 0, gc.stderr
     finally:
-        _finish(hosts)
+        end_hosts(hosts)
     found = {trigger: _one(root / "ramp", trigger)
              for trigger in ("hard", "critical", "manual", "host-died")}
     found["unresponsive"] = _one(root / "stuck", "unresponsive")
