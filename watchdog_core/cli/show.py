@@ -128,6 +128,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.json and pictures:
         raise UsageError("--json prints the dump, --html and --png draw it: one or the other")
     targets = [(option, output_file(path, option)) for option, path in pictures]
+    _check_targets(args.file, targets)
     if args.png is not None:
         _require_matplotlib()
     named_ring = args.file.endswith(".ring")
@@ -168,7 +169,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
       f"growth {m.growth_bytes_per_second / 1048576:.2f} MiB/s\n")
     host = dump.host
     state = "alive" if host.alive else "dead"
-    w(f"  host        pid {host.pid} ({state}), python {p(host.python)}, "
+    w(f"  host        pid {host.pid} ({state}), python {p(host.python or '-')}, "
       f"argv {' '.join(p(arg) for arg in host.argv)}\n")
     if host.exit is not None:
         e = host.exit
@@ -183,6 +184,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                 w(f"                {line}\n")
         for fact in e.evidence:
             w(f"              - {p(fact)}\n")
+    if dump.descendant is not None:
+        _print_descendant(dump, w)
     if dump.crash_traceback:
         _print_crash(dump.crash_traceback, w)
     if dump.responsiveness is not None or "stacks" in dump.extras:
@@ -204,17 +207,50 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 # -- pictures --------------------------------------------------------------------------
 
 def output_file(path: str, option: str) -> str:
-    """``path`` made absolute, once it names a file that may be written: not a
-    directory, and in a directory that exists; UsageError otherwise."""
+    """``path`` made absolute, once it names a file that may be written: a regular file
+    or none yet (the write replaces it, or a symbolic link there, never what a link
+    points to), not a directory, a device or a FIFO, in a directory that exists;
+    UsageError otherwise."""
+    import stat
+
     if not path.strip():
         raise UsageError(f"{option} must name a file")
+    if path == "-":
+        raise UsageError(f"{option} needs a file name: the page is not written to stdout")
+    if path.endswith("/"):
+        raise UsageError(f"{option} {path} names a directory, not a file")
     target = absolute(path, option)
     if os.path.isdir(target):
         raise UsageError(f"{option} {path} is a directory, not a file")
+    try:
+        mode = os.lstat(target).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        # Renamed over, a device would become a file: as root, /dev/null itself.
+        raise UsageError(f"{option} {path} is not a regular file: it is never replaced")
     parent = os.path.dirname(target)
     if not os.path.isdir(parent):
         raise UsageError(f"{option} {path}: no such directory {parent}")
     return target
+
+
+def _check_targets(dump: str, targets: list[tuple[str, str]]) -> None:
+    """No picture may replace the dump it shows, nor another picture of the same call."""
+    seen: dict[str, str] = {}
+    for option, target in targets:
+        if _same_file(dump, target):
+            raise UsageError(f"{option} {target} is the dump itself: it would be replaced")
+        if target in seen:
+            raise UsageError(f"{seen[target]} and {option} name the same file {target}")
+        seen[target] = option
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
 
 
 def write_atomically(path: str, data: bytes, option: str) -> None:
@@ -242,10 +278,16 @@ def write_atomically(path: str, data: bytes, option: str) -> None:
 def _require_matplotlib() -> None:
     """UsageError (one line, the extra to install) unless matplotlib imports: said
     before any file is written."""
+    # Our own process, drawing to a file: the Agg backend whatever the environment says
+    # (a bad MPLBACKEND, or Jupyter's inline one, fails matplotlib's import).
+    os.environ["MPLBACKEND"] = "Agg"
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise UsageError(PLOT_EXTRA) from None
+    except Exception as exc:  # installed but broken: still one line, not a traceback
+        raise UsageError(f"--png: matplotlib does not start ({type(exc).__name__}: "
+                         f"{exc})") from None
 
 
 def _draw(dump: Diagnostics, path: str, targets: list[tuple[str, str]], out: TextIO) -> None:
@@ -267,6 +309,18 @@ def _draw(dump: Diagnostics, path: str, targets: list[tuple[str, str]], out: Tex
                 raise UsageError(PLOT_EXTRA) from None
         write_atomically(target, data, option)
         out.write(f"{printable(target)}\n")
+
+
+def _print_descendant(dump: Diagnostics, w: Callable[[str], object]) -> None:
+    """The process of ``run``'s tree a descendant-died dump is about, and how it ended."""
+    d = dump.descendant
+    assert d is not None
+    p = printable
+    pid = "pid ?" if d.pid is None else f"pid {d.pid}"
+    w(f"  descendant  {p(d.name)} ({pid}), rss {_mib(d.rss)}: {p(d.exit.kind)} "
+      f"{p(d.exit.signal or '')} ({p(d.exit.confidence)})\n")
+    for fact in d.exit.evidence:
+        w(f"              - {p(fact)}\n")
 
 
 def _print_crash(text: str, w: Callable[[str], object]) -> None:
