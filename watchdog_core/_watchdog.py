@@ -264,6 +264,9 @@ class Watcher:
         self.oom.close()
         written = verdict.clean or self._write_postmortem(verdict, image, crash_text,
                                                           frames_text)
+        # After the postmortem: an answer the host gave just before it died still
+        # names its files in the critical dump.
+        self._guarded(self.extras.follow)
         image.release()
         self.close()
         if not written and not self.writer.refused:

@@ -69,6 +69,8 @@ def main() -> None:
     parser.add_argument("--tracemalloc-frames", type=int, default=None)
     parser.add_argument("--stall-extras", action="store_true",
                         help="the thread serving extras waits for `unstall` first")
+    parser.add_argument("--die-after-extras", action="store_true",
+                        help="SIGKILL itself the moment the extras are answered")
     args, _more_argv = parser.parse_known_args()  # the rest: argv for the redaction test
 
     from watchdog_core import start_watchdog
@@ -100,6 +102,8 @@ def main() -> None:
         on_pressure = None
     if args.stall_extras:
         stall_extras()
+    if args.die_after_extras:
+        die_after_extras()
     wd = start_watchdog(session_id=args.session, on_pressure=on_pressure, diagnostics_dir=args.dir,
                         memory_limit=args.limit, interval=args.interval,
                         max_dumps_per_session=args.max_dumps, dump_cooldown=args.cooldown,
@@ -293,6 +297,19 @@ def stall_extras() -> None:
             serve(self, request)
 
     _extras.HostExtras.serve = stalled  # type: ignore[method-assign]
+
+
+def die_after_extras() -> None:
+    """A host killed the moment it has answered: before the watchdog's next sample."""
+    from watchdog_core import _extras
+
+    serve = _extras.HostExtras.serve
+
+    def serve_and_die(self, request: int) -> None:  # type: ignore[no-untyped-def]
+        serve(self, request)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    _extras.HostExtras.serve = serve_and_die  # type: ignore[method-assign]
 
 
 def spin(seconds: float) -> None:

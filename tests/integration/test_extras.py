@@ -145,6 +145,24 @@ def test_a_host_that_dies_before_it_answers_gets_its_postmortem_at_once(start_ho
     assert not segment_exists(str(host.info["shm"]))
 
 
+def test_an_answer_just_before_death_is_still_named(start_host) -> None:
+    """The host answers and dies before the watchdog's next sample: the watchdog looks
+    at the answer once more at the death, so the files it wrote are not orphans."""
+    host = start_host(*EXTRAS, "--die-after-extras", "--interval", "1")
+    host.wait_ready()
+    assert host.ask("pressure 1") == "level critical"
+    _wait_for(lambda: host.proc.poll() is not None, "the host's death after its answer")
+    assert host.finish() == -9
+    [critical] = _criticals(host)
+    # Each extra is named, or says why not (headroom, say): none is still "asked for".
+    assert "stacks" in critical["extras"]
+    assert set(critical["extras"]) | set(critical["extrasMissing"]) == {"stacks",
+                                                                         "tracemalloc"}
+    assert PENDING not in critical["extrasMissing"].values(), critical["extrasMissing"]
+    assert all((host.directory / name).exists() for name in critical["extras"].values())
+    assert [d["trigger"] for d in host.dumps()].count("host-died") == 1
+
+
 def test_the_snapshot_is_skipped_without_headroom(start_host) -> None:
     """Critical at 98 %: 3 MiB left under the limit, and a tracemalloc holding 300,000
     traces; a snapshot costing several times that would push the host over."""
