@@ -423,8 +423,8 @@ def start_watchdog(
     ``extras`` (any of ``"stacks"``, ``"tracemalloc"``) asks the host, once per session
     and after the first critical dump is on disk, for every thread's stack and, while
     tracemalloc traces, the top 50 allocation sites, in files beside that dump;
-    ``tracemalloc_frames=N`` (1-100) starts tracemalloc with N frames unless it traces
-    already (docs/design.md, "Telling the host").
+    ``tracemalloc_frames=N`` (1-100; 0 or None: not started) starts tracemalloc with
+    N frames unless it traces already (docs/design.md, "Telling the host").
     Bad arguments raise ``ValueError`` naming the
     argument; an environment that cannot host a watchdog (no shared memory, a full
     ``/dev/shm``, an unsupported platform, ``WATCHDOG_CORE_DISABLE=1``) gives a
