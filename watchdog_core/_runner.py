@@ -425,10 +425,11 @@ class Runner:
                     death = tree.ended(fd)
                     if death is not None:
                         watcher._guarded(partial(self._descendant_ended, death))
-            time.sleep(KMSG_SETTLE)  # the kernel prints its line just after the kill
             status = self.status or 0
             host_killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-            watcher._guarded(partial(self._unseen_kills, host_killed))
+            if self._tree_kills_unseen(tree):
+                time.sleep(KMSG_SETTLE)  # the kernel prints its line just after the kill
+                watcher._guarded(partial(self._unseen_kills, host_killed))
             watcher.death.parent_status = ExitStatus(self.status, "run")
             if self.descendants_skipped:
                 watcher.writer.notes.append(
@@ -599,6 +600,12 @@ class Runner:
         evidence.append("neither the kernel log nor a cgroup of the tree's own could tell "
                         "an OOM kill from another SIGKILL")
         return "killed", "likely", evidence
+
+    def _tree_kills_unseen(self, tree: Tree) -> bool:
+        from ._attribution import _counter
+
+        return tree.cgroup is not None and (
+            _counter(tree.cgroup.oom_counter, "oom_kill") or 0) > self.tree_kills_seen
 
     def _unseen_kills(self, host_killed: bool = False) -> None:
         """OOM kills in the tree's cgroup that no process seen at a sample explains: one
