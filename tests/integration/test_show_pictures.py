@@ -9,6 +9,7 @@ rendered by a real headless Chromium where the machine has one.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -459,3 +460,201 @@ def test_the_pictures_are_not_imported_until_asked() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert done.stdout.strip() == "[]"
+
+
+# -- what a tester found ------------------------------------------------------------------------
+
+def _marks_dump(directory: Path, n: int) -> Path:
+    points = [{"t": round(-60 + i * 60 / n, 3), "rss": (100 + i // 10) * MIB, "ratio": 0.5,
+               "mark": f"train step {i}"} for i in range(n)]
+    return _write(directory, minimal_dump(timeline=points, memory=_memory(200 * MIB)))
+
+
+@pytest.mark.parametrize("n", [240, 3000])
+def test_a_crowd_of_marks_is_thinned_on_the_pictures_and_listed_whole(
+        tmp_path: Path, n: int) -> None:
+    page = _page(_marks_dump(tmp_path / "d", n), tmp_path / "marks.html")
+    ticks = _marks(_svg(page))
+    assert len(ticks) == 40  # thinned evenly: a tick per 6 (or 75) marks, not a hatching
+    assert page.count("train step") >= n  # the table has each of them
+    assert f"{n} marks: 40 of them drawn" in page
+
+
+@pytest.mark.parametrize("ts", [[0.0, 0.0], [-0.001, 0.0]])
+def test_samples_at_one_time_draw_on_every_picture(tmp_path: Path, ts: list[float]) -> None:
+    """wd.dump() at once after the start holds t = -0.001 and 0.0; two samples at t = 0
+    divided by zero in the page."""
+    path = _write(tmp_path / "d", minimal_dump(
+        timeline=[{"t": t, "rss": (30 + i) * MIB, "ratio": 0.1} for i, t in enumerate(ts)]))
+    page = _page(path, tmp_path / "zero.html")
+    assert _polyline_points(_svg(page)) == 2
+    assert "seconds before the dump" in page
+    text = _show(str(path))
+    assert text.returncode == 0 and text.stderr == ""
+    assert "the last 1.0 s (2 samples)" in text.stdout and "one sample" not in text.stdout
+    axis = text.stdout.splitlines()[-1].split()
+    assert axis == ["-1.00", "s", "-0.50", "s", "0", "s"], axis  # not "0 s 0 s 0 s"
+    pytest.importorskip("matplotlib")
+    made = _show(str(path), "--png", str(tmp_path / "zero.png"))
+    assert made.returncode == 0 and made.stderr == "", made.stderr
+
+
+def test_absurd_figures_draw_without_a_warning(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    long = "x" * 400
+    path = _write(tmp_path / "d", minimal_dump(
+        timeline=[{"t": -1e300, "rss": 10, "ratio": 0.1}, {"t": -30, "rss": 10**18, "ratio": 1},
+                  {"t": 5.0, "rss": 10**18, "ratio": 1}],
+        thresholds={"soft": "NaN", "hard": -0.5, "critical": "Infinity"},
+        memory=_memory(10**18, 1 << 30), session={long: 1}, suggestion=long, risks=[long]))
+    made = _show(str(path), "--png", str(tmp_path / "a.png"), "--html", str(tmp_path / "a.html"))
+    assert made.returncode == 0 and made.stderr == "", made.stderr  # no RuntimeWarning
+    svg = _svg((tmp_path / "a.html").read_text())
+    axis = [t.text or "" for t in svg.iter(f"{SVG}text") if t.get("class") == "axis"]
+    assert "1000 PiB" in axis and all(len(label) <= 9 for label in axis), axis
+    assert "seconds from the dump" in [t.text for t in svg.iter(f"{SVG}text")]
+    shown = _show(str(path)).stdout
+    assert "PiB" in shown and "1 sample of absurd times left out" in shown
+
+
+def test_the_page_of_a_real_unresponsive_dump_shows_the_main_threads_stack(
+        dumps: dict[str, Path], tmp_path: Path) -> None:
+    page = _page(dumps["unresponsive"], tmp_path / "stuck.html")
+    stacks = _load(dumps["unresponsive"])["extras"]
+    assert isinstance(stacks, dict)
+    stack = page[page.index("<h2>Stack of the main thread, 0x"):]
+    stack = stack[: stack.index("</section>")]
+    frames = re.findall(r"line \d+, in (\w+)", stack)
+    assert frames[-1] == "spin" and "main" in frames  # most recent call last
+    assert f"{dumps['unresponsive'].parent}/{stacks['stacks']}" in stack
+    assert f"<th>stacks</th><td><code class=\"file\">{stacks['stacks']}</code>" in page
+
+
+def test_the_page_of_a_real_descendant_death_says_it_beside_the_verdict(
+        tmp_path: Path) -> None:
+    child = f"{sys.executable} -c 'import time; time.sleep(30)' & sleep 1; kill -9 $!; wait"
+    ran = subprocess.run([sys.executable, "-m", "watchdog_core", "run", "--dir",
+                          str(tmp_path / "d"), "--no-cgroup", "--", "sh", "-c", child],
+                         capture_output=True, text=True, timeout=60, check=False,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert ran.returncode == 0, ran.stderr
+    (dump,) = (tmp_path / "d").glob("memory-*.json")
+    page = _page(dump, tmp_path / "dd.html")
+    header = page[page.index("<header>"): page.index("</header>")]
+    assert re.search(r'<p class="verdict descendant">Descendant python3? \(pid \d+\) was '
+                     r"killed \(SIGKILL\)( at \d+\.\d MiB)?, certain</p>", header), header
+    descendant = _load(dump)["descendant"]
+    assert isinstance(descendant, dict)
+    for fact in descendant["exit"]["evidence"]:  # its evidence, under it
+        assert f"<li>{html.escape(fact)}</li>" in header
+    assert "<tr><th>python</th><td>-</td></tr>" in page  # run's host is no Python
+
+
+BROKEN_MATPLOTLIB = """
+import sys
+
+class Broken:
+    def find_spec(self, name, path=None, target=None):
+        if name == "matplotlib.backends.backend_agg":
+            raise RuntimeError("a font cache that cannot be read")
+        return None
+
+sys.meta_path.insert(0, Broken())
+from watchdog_core.cli import main
+sys.exit(main())
+"""
+
+
+def test_a_matplotlib_that_fails_to_start_is_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    path = _write(tmp_path / "d", minimal_dump(timeline=_points(10)))
+    done = subprocess.run([sys.executable, "-c", BROKEN_MATPLOTLIB, "show", str(path),
+                           "--png", str(tmp_path / "p.png")], capture_output=True, text=True,
+                          timeout=120, check=False, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == ("watchdog-core: error: --png: matplotlib does not start "
+                           "(RuntimeError: a font cache that cannot be read)\n")
+    assert not (tmp_path / "p.png").exists()
+
+
+def _on_a_terminal(columns: int, *argv: str) -> str:
+    """What ``show`` prints on a real pseudo-terminal ``columns`` wide."""
+    import fcntl
+    import pty
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONIOENCODING="utf-8")
+    env.pop("COLUMNS", None)
+    try:
+        child = subprocess.Popen([sys.executable, "-m", "watchdog_core", "show", *argv],
+                                 stdout=follower, stderr=follower, env=env)
+        os.close(follower)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed its side
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert child.wait(timeout=60) == 0
+    finally:
+        os.close(leader)
+    return out.decode().replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("columns", [40, 50, 120])
+def test_the_chart_fits_a_real_terminal(tmp_path: Path, columns: int) -> None:
+    path = _write(tmp_path / "d", minimal_dump(timeline=_points(240, label_every=60),
+                                               memory=_memory(160 * MIB)))
+    shown = _on_a_terminal(columns, str(path))
+    chart = shown[shown.index("  timeline    "):].splitlines()
+    if columns == 40:  # too narrow for 20 columns of plot: one line
+        assert chart[0].startswith("  timeline    240 samples over 59.8 s, rss up to ")
+        assert not any("\u2502" in line for line in chart)
+    else:
+        plot = min(60, columns - 21)
+        assert "0 \u2514" + "\u2500" * plot + "\n" in shown
+        assert all(len(line) < columns for line in chart[1:]), chart
+
+
+def _screenshot(page: Path, shot: Path, profile: Path) -> None:
+    assert CHROMIUM is not None
+    browser = subprocess.Popen(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+         "--window-size=1200,900", f"--user-data-dir={profile}", page.as_uri()],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        browser.wait(timeout=120)
+    finally:
+        try:
+            os.killpg(browser.pid, signal.SIGKILL)  # its helpers too, if any lingered
+        except ProcessLookupError:
+            pass
+        browser.wait()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine to render the "
+                    "page (CI may not have one)")
+def test_long_unbroken_strings_stay_in_their_column(tmp_path: Path) -> None:
+    """A risk, a suggestion, a stat's name of 400 characters without a space: wrapped
+    inside the page's columns, never drawn over its right margin."""
+    from matplotlib.image import imread
+
+    long = "x" * 400
+    path = _write(tmp_path / "d", minimal_dump(
+        timeline=_points(10), session={long: 1}, suggestion="do " + long, risks=[long],
+        riskDetails=[{"id": long, "severity": "high", "message": long, "value": 1,
+                      "threshold": 1}], lastActivity=long))
+    page = tmp_path / "long.html"
+    _page(path, page)
+    shot = tmp_path / "shot.png"
+    _screenshot(page, shot, tmp_path / "profile")
+    pixels = imread(str(shot))[:, :, :3]
+    # The body's padding on the right, left of where a scroll bar may be: the page's
+    # background (#fafafa) only.
+    margin = pixels[:, -24:-16] * 255
+    assert (abs(margin - 0xFA) < 2).all()

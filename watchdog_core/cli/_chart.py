@@ -8,11 +8,17 @@ Block characters where the output's encoding has them; plain ASCII where it has 
 from __future__ import annotations
 
 import math
+import shutil
+import sys
 
 from . import printable
 from ._timeline import Timeline, byte_label, seconds, size
 
 WIDTH = 60  # columns of the chart: a column is a 60th of the minute
+MIN_WIDTH = 20  # the fewest columns worth a chart; a terminal narrower gets one line
+# Columns of a chart's line beside its plot: "  " + a label of 10 + " " + the axis, and
+# " limit" after it; and one to spare, so that a terminal never wraps at its last column.
+MARGINS = 2 + 10 + 1 + 1 + len(" limit") + 1
 MAX_MARKS_LISTED = 10
 MAX_LABEL = 40  # characters of a mark's label in the list under the chart
 
@@ -49,27 +55,49 @@ def glyphs_for(encoding: str | None) -> Glyphs:
     return BLOCKS
 
 
-def draw(timeline: Timeline, glyphs: Glyphs = BLOCKS) -> list[str]:
+def terminal_columns() -> int | None:
+    """The columns of the terminal stdout is, or None when it is none (piped output
+    keeps WIDTH)."""
+    try:
+        if not sys.stdout.isatty():
+            return None
+    except (AttributeError, ValueError):  # replaced by an object without it, or closed
+        return None
+    return shutil.get_terminal_size().columns
+
+
+def draw(timeline: Timeline, glyphs: Glyphs = BLOCKS, columns: int | None = None) -> list[str]:
     """The lines ``show`` prints under its fields, each ending in a newline; the marks'
-    labels made printable, the rest is figures."""
+    labels made printable, the rest is figures. The chart fits in ``columns`` (default:
+    the terminal's, when stdout is one), WIDTH columns of plot at most, MIN_WIDTH at
+    least: narrower than that, one line says the samples instead."""
+    columns = terminal_columns() if columns is None else columns
+    width = WIDTH if columns is None else min(WIDTH, columns - MARGINS)
     points = timeline.points
     limit = timeline.limit
     of_limit = f" of the {size(limit)} limit" if limit else " (no limit known)"
+    n = timeline.left_out
+    left_out = ([f"              {n} sample{'s' if n != 1 else ''} of absurd times left out\n"]
+                if n else [])
     if not points:
-        return ["  timeline    no samples: the watchdog had not sampled the host yet\n"]
-    if len(points) == 1 or points[0][0] == points[-1][0]:
-        t, rss = points[-1]
+        return ["  timeline    no samples: the watchdog had not sampled the host yet\n",
+                *left_out]
+    if len(points) == 1 or width < MIN_WIDTH:
+        t, rss = max(points, key=lambda p: p[1])
         share = f" ({rss / limit:.0%}{of_limit})" if limit else of_limit
-        return [f"  timeline    one sample: rss {size(rss)} at {seconds(t)}{share}\n",
-                *_mark_lines(timeline)]
-    low, high = points[0][0], max(0.0, points[-1][0])
-    lines = [f"  timeline    rss against{of_limit.removeprefix(' of')}, the last "
-             f"{high - low:.1f} s ({len(points)} samples)\n"]
+        what = (f"one sample: rss {size(rss)} at {seconds(t)}" if len(points) == 1 else
+                f"{timeline.samples()}, rss up to {size(rss)} at {seconds(t)}")
+        return [f"  timeline    {what}{share}\n", *left_out, *_mark_lines(timeline, columns)]
+    low, high = timeline.x_range()
+    span = (f"the last {high - low:.1f} s" if high <= 0
+            else f"{seconds(low)} to {high:+.1f} s from the dump")
+    lines = [f"  timeline    rss against{of_limit.removeprefix(' of')}, {span} "
+             f"({len(points)} samples)\n", *left_out]
     top, step, unit = timeline.y_axis(counts=(4, 5))
     steps = round(top / step)  # 3 to 5: rows of half a step, or a third for 3
     per = 2 if steps >= 4 else 3
     height = steps * per
-    eighths = [_eighths(v, top, height) for v in _columns(points, low, high)]
+    eighths = [_eighths(v, top, height) for v in _columns(points, low, high, width)]
     limit_row = -1
     if limit is not None and timeline.limit_in_view():
         limit_row = height - min(height, max(1, math.ceil(limit / top * height)))
@@ -82,47 +110,60 @@ def draw(timeline: Timeline, glyphs: Glyphs = BLOCKS) -> list[str]:
                  else "")
         lines.append(f"  {label:>10} {glyphs.tick if label else glyphs.axis}{cells}".rstrip()
                      + "\n")
-    lines.append(f"  {'0':>10} {glyphs.corner}{glyphs.rule * WIDTH}\n")
-    digits = 1 if high - low >= 2 else 2
-    left, middle, right = (seconds(t, digits) for t in (low, (low + high) / 2, high))
-    axis = (left.ljust(WIDTH // 2 - len(middle) // 2) + middle).ljust(WIDTH - len(right))
-    lines.append(f"  {'':>10}  {axis}{right}\n")
+    lines.append(f"  {'0':>10} {glyphs.corner}{glyphs.rule * width}\n")
+    lines.append(f"  {'':>10}  {_time_axis(low, high, width)}\n")
     if limit is not None and limit_row < 0:
         lines.append(f"  {'':>10}  the limit, {size(limit)}, is far above the chart\n")
     if timeline.marks:
-        ticks = [" "] * WIDTH
+        ticks = [" "] * width
         for mark in timeline.marks:
-            ticks[_column(mark.t, low, high)] = glyphs.mark
+            ticks[_column(mark.t, low, high, width)] = glyphs.mark
         lines.append(f"  {'':>10}  {''.join(ticks).rstrip()}\n")
-    return lines + _mark_lines(timeline)
+    return lines + _mark_lines(timeline, columns)
 
 
-def _mark_lines(timeline: Timeline) -> list[str]:
+def _time_axis(low: float, high: float, width: int) -> str:
+    """The first, the middle and the last time under ``width`` columns of plot; the
+    middle left out when it would touch another."""
+    digits = 1 if high - low >= 2 else 2
+    left, middle, right = (seconds(t, digits) for t in (low, (low + high) / 2, high))
+    at = width // 2 - len(middle) // 2
+    if at < len(left) + 1 or at + len(middle) + 1 > width - len(right):
+        middle, at = "", len(left)
+    return (left.ljust(at) + middle).ljust(width - len(right)) + right
+
+
+def _mark_lines(timeline: Timeline, columns: int | None) -> list[str]:
     marks = timeline.marks
     if not marks:
         return []
     shown = marks[-MAX_MARKS_LISTED:]
     earlier = f" (and {len(marks) - len(shown)} earlier)" if len(marks) > len(shown) else ""
-    return [f"  marks       {seconds(m.t)} {_label(m.label)}\n" for m in shown[:1]] + [
-        f"              {seconds(m.t)} {_label(m.label)}\n" for m in shown[1:]] + (
-        [f"              {earlier.strip()}\n"] if earlier else [])
+    lines = []
+    for n, mark in enumerate(shown):
+        head = f"{'  marks' if n == 0 else '':<14}{seconds(mark.t)} "
+        most = MAX_LABEL if columns is None else max(10, min(MAX_LABEL,
+                                                             columns - 1 - len(head)))
+        lines.append(f"{head}{_label(mark.label, most)}\n")
+    return lines + ([f"              {earlier.strip()}\n"] if earlier else [])
 
 
-def _label(text: str) -> str:
+def _label(text: str, most: int) -> str:
     text = printable(text)
-    return text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 3] + "..."
+    return text if len(text) <= most else text[: most - 3] + "..."
 
 
-def _column(t: float, low: float, high: float) -> int:
-    return min(WIDTH - 1, max(0, int((t - low) / (high - low) * WIDTH)))
+def _column(t: float, low: float, high: float, width: int) -> int:
+    return min(width - 1, max(0, int((t - low) / (high - low) * width)))
 
 
-def _columns(points: list[tuple[float, int]], low: float, high: float) -> list[int]:
+def _columns(points: list[tuple[float, int]], low: float, high: float,
+             width: int) -> list[int]:
     """Each column's RSS: the highest sample in its slice of time, else the one before
     (a sample holds until the next)."""
-    peaks: list[int | None] = [None] * WIDTH
+    peaks: list[int | None] = [None] * width
     for t, rss in points:
-        c = _column(t, low, high)
+        c = _column(t, low, high, width)
         peak = peaks[c]
         peaks[c] = rss if peak is None else max(peak, rss)
     out, last = [], 0

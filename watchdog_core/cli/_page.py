@@ -1,62 +1,30 @@
 """``show FILE --html OUT``: a dump as one self-contained page.
 
-An inline SVG of the timeline (RSS against the limit, the soft, hard and critical bands,
-the marks as labelled ticks, this dump and the other dumps of its session as points)
-beside the verdict, the memory figures and the risks. No network, no script: the page
-says so in its Content-Security-Policy too. Every string of the dump is the host's (or
-whoever wrote the file): each goes through ``text()``, printable and HTML-escaped.
+An inline SVG of the timeline (``_svg``) beside the verdict (and, on a descendant-died
+dump, which process of the tree died and how), the memory figures and the risks; under
+it the stacks the dump holds or names, the marks, the stats, the files beside the dump
+and the other dumps of its session. No network, no script: the page says so in its
+Content-Security-Policy too. Every string of the dump is the host's (or whoever wrote
+the file): each goes through ``text()``, printable and HTML-escaped.
 """
 
 from __future__ import annotations
 
-import html
 import math
 import re
 from typing import TYPE_CHECKING
 
-from . import printable
-from ._timeline import (
-    USAGE_OF,
-    Mark,
-    Timeline,
-    byte_label,
-    nice_seconds,
-    place_labels,
-    seconds,
-    size,
-    verdict,
-)
+from ._svg import BANDS, svg, text
+from ._timeline import USAGE_OF, Timeline, descendant_verdict, seconds, size, verdict
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from .._diagnostics import Diagnostics
 
-# The SVG's own units; the page scales it to its column.
-WIDTH, HEIGHT = 800, 430
-LEFT, RIGHT, TOP, BOTTOM = 74, 690, 84, 384  # the plot area
-MARK_ROWS = 3  # rows of mark labels above the plot
-ROW = 15  # their spacing
-CHAR = 6.7  # the width of a character of the marks' 11 px monospace font
-SANS = 6.5  # about that of the other dumps' 11 px labels
-MAX_TICK_LABEL = 30  # characters of a label drawn on the plot; the table has them all
-MAX_SAMPLE_DOTS = 30  # each sample gets a dot up to this many; beyond, the line alone
-PAD = 0.025  # of the time axis, after the dump; of the y axis, above its top
+__all__ = ["page", "text"]
 
-# Each band from its threshold to the next one's (critical: to the limit); above the
-# limit, "over". Their colours are in _STYLE.
-BANDS = ("soft", "hard", "critical", "over")
-
-# XML has no U+FFFE or U+FFFF, even as a reference; printable() leaves them be.
-_NOT_XML = re.compile("[\ufffe\uffff]")
-
-
-def text(value: object) -> str:
-    """A string from the dump as it may go into the page (element text or a quoted
-    attribute): printable() (no control character reaches the page, a newline in a
-    label shows as ``\\x0a``) and escaped (``<``, ``&``, both quotes)."""
-    shown = _NOT_XML.sub(lambda m: f"\\u{ord(m.group()):04x}", printable(value))
-    return html.escape(shown, quote=True)
+NUMBERED = ' class="numbered"'  # a table whose first column counts its rows
+# faulthandler's crash report names the thread that crashed so.
+_CURRENT = re.compile(r"^Current thread (0x[0-9a-fA-F]+)", re.MULTILINE)
 
 
 def page(dump: Diagnostics, timeline: Timeline) -> str:
@@ -71,162 +39,126 @@ def page(dump: Diagnostics, timeline: Timeline) -> str:
         f"<header><h1>{text(dump.trigger)} dump of session <code>{text(dump.session_id)}"
         f"</code></h1>\n<p class=\"when\">{text(dump.timestamp)} &middot; "
         f"level <span class=\"level {_level_class(dump.level)}\">{text(dump.level)}</span>"
-        f"</p>\n<p class=\"verdict\">{text(_capital(verdict(dump)))}</p></header>\n",
+        f"</p>\n<p class=\"verdict\">{text(_capital(verdict(dump)))}</p>\n",
+        _descendant(dump), "</header>\n",
         "<main>\n<div>\n<figure>\n", svg(dump, timeline), _legend(timeline), "</figure>\n",
-        _tables(dump, timeline), "</div>\n<aside>\n", _figures(dump, timeline),
-        "</aside>\n</main>\n",
+        _stacks(dump, timeline.path), _tables(dump, timeline), "</div>\n<aside>\n",
+        _figures(dump, timeline), "</aside>\n</main>\n",
         "<footer>Written by <code>watchdog-core show --html</code>. Bands: thresholds of ",
         f"{text(timeline.thresholds_from)}.</footer>\n</body>\n</html>\n",
     ])
 
 
-# -- the SVG --------------------------------------------------------------------------------
+# -- the stacks and the files beside the dump -------------------------------------------------
 
-def svg(dump: Diagnostics, timeline: Timeline) -> str:
-    """The timeline as an ``<svg>`` element, well-formed XML on its own."""
-    low, high = timeline.x_range()
-    high += (high - low) * PAD  # room for the dump's point at the right edge
-    top, step, unit = timeline.y_axis()
+def _stacks(dump: Diagnostics, path: str | None) -> str:
+    """The host's stacks as the dump has them: the uncaught exception's traceback, the
+    crashed thread's, the main thread's from the stacks file beside the dump (a hang's,
+    or the first critical dump's); most recent call last, as ``show`` prints them."""
+    from .show import _tail
 
-    def x(t: float) -> float:
-        return LEFT + (t - low) / (high - low) * (RIGHT - LEFT)
+    parts = []
+    e = dump.host.exit
+    if e is not None and e.frames:
+        frames = [f'File "{f.file}", line {"?" if f.line is None else f.line}, in '
+                  f"{f.function}" for f in e.frames]
+        parts.append(_section(f"Traceback{f' of {e.exception}' if e.exception else ''}",
+                              _pre(_tail(frames, e.frames_omitted))))
+    if dump.crash_traceback:
+        parts.append(_crash(dump.crash_traceback))
+    if dump.responsiveness is not None or "stacks" in dump.extras:
+        parts.append(_main_stack(dump, path))
+    return "".join(parts)
 
-    def y(value: float) -> float:  # a little room above the top: a limit there stays seen
-        return BOTTOM - min(value, top) / (top * (1 + PAD)) * (BOTTOM - TOP)
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
-           f'role="img" aria-label="RSS against the limit, the last {high - low:.0f} s">\n',
-           f'<rect class="plot" x="{LEFT}" y="{TOP}" width="{RIGHT - LEFT}" '
-           f'height="{BOTTOM - TOP}"/>\n']
-    side: list[tuple[float, str, str]] = []  # labels in the right margin: (y, class, text)
-    limit = timeline.limit if timeline.limit_in_view() else None
-    if limit is not None:
-        edges = [*timeline.thresholds, 1.0, math.inf]
-        for name, low_ratio, high_ratio in zip(BANDS, edges, edges[1:], strict=False):
-            y_low, y_high = y(low_ratio * limit), y(high_ratio * limit) if (
-                high_ratio * limit < top) else TOP
-            if y_low - y_high < 0.5:
-                continue
-            what = "over the limit" if name == "over" else f"{low_ratio:.0%} of the limit"
-            out.append(f'<rect class="band {name}" x="{LEFT}" y="{y_high:.1f}" '
-                       f'width="{RIGHT - LEFT}" height="{y_low - y_high:.1f}">'
-                       f"<title>{name}: {what} and above</title></rect>\n")
-            if y_low - y_high >= 12 and name != "over":
-                side.append(((y_low + y_high) / 2 + 4, f"band-label {name}",
-                             f"{name} {low_ratio:.0%}"))
-    for k in range(1, round(top / step) + 1):  # the grid and the y axis's labels
-        out.append(f'<line class="grid" x1="{LEFT}" y1="{y(k * step):.1f}" x2="{RIGHT}" '
-                   f'y2="{y(k * step):.1f}"/>\n')
-    for k in range(round(top / step) + 1):
-        out.append(f'<text class="axis" x="{LEFT - 8}" y="{y(k * step) + 4:.1f}" '
-                   f'text-anchor="end">{byte_label(k * step, unit)}</text>\n')
-    every = nice_seconds(high - low)
-    tick = math.ceil(low / every - 1e-9) * every
-    while tick <= high + 1e-9:
-        out.append(f'<line class="grid" x1="{x(tick):.1f}" y1="{TOP}" x2="{x(tick):.1f}" '
-                   f'y2="{BOTTOM}"/>\n<text class="axis" x="{x(tick):.1f}" y="{BOTTOM + 18}" '
-                   f'text-anchor="middle">{seconds(tick)}</text>\n')
-        tick += every
-    out.append(f'<text class="axis title" x="{(LEFT + RIGHT) / 2}" y="{BOTTOM + 38}" '
-               'text-anchor="middle">seconds before the dump</text>\n')
-    if limit is not None:
-        out.append(f'<line class="limit" x1="{LEFT}" y1="{y(limit):.1f}" x2="{RIGHT}" '
-                   f'y2="{y(limit):.1f}"><title>the limit: {size(limit)}</title></line>\n')
-        side.append((y(limit) + 4, "limit-label", f"limit {byte_label(limit, unit)}"))
-    elif timeline.limit is not None:
-        side.append((TOP + 4, "limit-label", f"limit {size(timeline.limit)} above"))
-    out.extend(_marks(timeline.marks, x))
-    points = timeline.points
-    if points:
-        coords = " ".join(f"{x(t):.1f},{y(rss):.1f}" for t, rss in points)
-        out.append(f'<polygon class="area" points="{x(points[0][0]):.1f},{BOTTOM} {coords} '
-                   f'{x(points[-1][0]):.1f},{BOTTOM}"/>\n'
-                   f'<polyline class="rss" points="{coords}"/>\n')
-        if len(points) <= MAX_SAMPLE_DOTS:
-            out.extend(f'<circle class="sample" cx="{x(t):.1f}" cy="{y(rss):.1f}" r="3">'
-                       f"<title>{seconds(t)}: {size(rss)}</title></circle>\n"
-                       for t, rss in points)
+def _crash(report: str) -> str:
+    from .show import _same_thread, _tail, parse_stacks
+
+    lines = report.splitlines()
+    current = _CURRENT.search(report)
+    threads = parse_stacks(report)
+    chosen = next((t for t in threads if current and _same_thread(t[0], current[1])),
+                  None if current else next(iter(threads), None))
+    body = f"<p>{text(lines[0].strip() if lines else '-')}</p>\n"
+    if chosen is not None:
+        body += _pre(_tail(chosen[1][::-1]))
+    return _section("Crash", body)
+
+
+def _main_stack(dump: Diagnostics, path: str | None) -> str:
+    """The main thread's block of the stacks file, as ``show`` chooses it; or why there
+    is none."""
+    from .show import main_stack
+
+    found = main_stack(dump, path)
+    if found.problem is not None:
+        return _section("Stacks", f"<p>{text(found.problem[:1].upper() + found.problem[1:])}"
+                        "</p>\n")
+    if found.is_main:
+        title = f"Stack of the main thread, {text(found.thread)}"
     else:
-        out.append(f'<text class="empty" x="{(LEFT + RIGHT) / 2}" y="{BOTTOM - 24}" '
-                   'text-anchor="middle">no samples: the watchdog had not sampled the host '
-                   "yet</text>\n")
-    drawn = sorted(timeline.drawn_siblings(), key=lambda s: s.t)
-    names = [printable(s.trigger) for s in drawn]
-    places = place_labels([x(s.t) - len(n) * SANS / 2 for s, n in zip(drawn, names, strict=True)],
-                          [len(n) * SANS for n in names], 1, WIDTH)  # one row: no overlap
-    for other, name, place in zip(drawn, names, places, strict=True):
-        assert other.rss is not None
-        label = "" if place is None else (
-            f'<text x="{place[1]:.1f}" y="{y(other.rss) + 18:.1f}">{text(name)}</text>')
-        out.append(f'<g class="sibling"><title>{text(other.name)}: {text(other.trigger)}, '
-                   f"{text(other.level)}, {size(other.rss)}, {other.t:+.2f} s</title>"
-                   f'<circle cx="{x(other.t):.1f}" cy="{y(other.rss):.1f}" r="5"/>{label}'
-                   "</g>\n")
-    if timeline.rss is not None:
-        cx, cy = x(0.0), y(timeline.rss)
-        out.append(f'<g class="dump"><title>this dump: {text(dump.trigger)}, '
-                   f"{size(timeline.rss)}</title>"
-                   f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="6"/>'
-                   f'<text x="{cx - 10:.1f}" y="{cy - 10:.1f}" text-anchor="end">this dump'
-                   "</text></g>\n")
-    out.extend(f'<text class="{cls}" x="{RIGHT + 6}" y="{at:.1f}">{label}</text>\n'
-               for at, cls, label in _spread(side))
-    out.append("</svg>\n")
-    return "".join(out)
+        title = f"Stack of thread {text(found.thread or '-')}, the first in the file"
+    file = f"<code class=\"file\">{text(found.path)}</code>"
+    count = f"{found.threads} thread{'s' if found.threads != 1 else ''}"
+    return _section(title, f"<p class=\"note\">Most recent call last. Every thread's stack "
+                    f"({count}): {file}</p>\n{_pre(found.frames)}")
 
 
-def _marks(marks: list[Mark], x: Callable[[float], float]) -> list[str]:
-    """A tick per mark, its label in the first row above the plot with room for it
-    (none when no row has: its tooltip and the table still name it)."""
-    shorts = [_short(printable(m.label)) for m in marks]
-    places = place_labels([x(m.t) - 2 for m in marks],
-                          [len(short) * CHAR + 4 for short in shorts], MARK_ROWS, WIDTH - 4)
-    out = []
-    for n, (mark, short, place) in enumerate(zip(marks, shorts, places, strict=True), 1):
-        at = x(mark.t)
-        title = f"<title>mark {n}, {seconds(mark.t)}: {text(mark.label)}</title>"
-        if place is None:
-            out.append(f'<g class="mark">{title}<line x1="{at:.1f}" y1="{TOP}" '
-                       f'x2="{at:.1f}" y2="{BOTTOM}"/></g>\n')
-            continue
-        row, start = place
-        label_y = TOP - 8 - row * ROW  # the first row nearest the plot
-        out.append(f'<g class="mark">{title}<line x1="{at:.1f}" y1="{label_y + 3}" '
-                   f'x2="{at:.1f}" y2="{BOTTOM}"/><text x="{start + 2:.1f}" y="{label_y}">'
-                   f"{text(short)}</text></g>\n")
-    return out
+def _files(dump: Diagnostics, path: str | None) -> str:
+    """The extras written beside the dump, by name, and why any asked for is missing."""
+    from .show import beside
+
+    rows = [(text(key), f"<code class=\"file\">{text(name)}</code>")
+            for key, name in dump.extras.items()]
+    rows += [(text(key), f"missing: {text(why)}") for key, why in dump.extras_missing.items()]
+    if not rows:
+        return ""
+    where = "" if path is None else (
+        f"<p class=\"note\">In <code class=\"file\">{text(beside(path, ''))}</code></p>\n")
+    return f"<section><h2>Files beside the dump</h2>\n{_table(rows)}{where}</section>\n"
 
 
-def _short(label: str) -> str:
-    return label if len(label) <= MAX_TICK_LABEL else label[: MAX_TICK_LABEL - 1] + "\u2026"
+def _section(title: str, body: str) -> str:
+    """``title`` already escaped, ``body`` already HTML."""
+    return f"<section class=\"stack\"><h2>{title}</h2>\n{body}</section>\n"
 
 
-def _spread(labels: list[tuple[float, str, str]]) -> list[tuple[float, str, str]]:
-    """The right margin's labels moved apart so that none overlaps the one above."""
-    placed: list[tuple[float, str, str]] = []
-    for wanted, cls, label in sorted(labels):
-        placed.append((max(wanted, placed[-1][0] + 13) if placed else wanted, cls, label))
-    return placed
+def _pre(lines: list[str]) -> str:
+    return "<pre>" + "".join(f"{text(line)}\n" for line in lines) + "</pre>\n"
+
+
+# -- the words beside it ----------------------------------------------------------------------
+
+def _descendant(dump: Diagnostics) -> str:
+    """A descendant-died dump's news, beside the verdict: which process and how."""
+    d = dump.descendant
+    if d is None:
+        return ""
+    facts = "".join(f"<li>{text(fact)}</li>\n" for fact in d.exit.evidence)
+    return (f"<p class=\"verdict descendant\">{text(_capital(descendant_verdict(d)))}</p>\n"
+            + (f"<ul class=\"evidence\">\n{facts}</ul>\n" if facts else ""))
 
 
 def _legend(timeline: Timeline) -> str:
-    points = timeline.points
-    samples = ("no samples" if not points else "one sample" if len(points) == 1
-               else f"{len(points)} samples over {points[-1][0] - points[0][0]:.1f} s")
     items = ['<span class="key rss"></span> RSS', '<span class="key limit"></span> limit',
              *(f'<span class="key {name}"></span> {name}' for name in BANDS[:3]),
              '<span class="key mark"></span> mark', '<span class="key dump"></span> this dump']
     if timeline.drawn_siblings():
         items.append('<span class="key sibling"></span> other dumps of the session')
-    note = ""
+    notes = []
+    drawn, marks = len(timeline.drawn_marks()), len(timeline.marks)
+    if drawn < marks:
+        notes.append(f"{marks} marks: {drawn} of them drawn, evenly spread; the table "
+                     "has them all.")
+    if timeline.left_out:
+        notes.append(f"{_count(timeline.left_out, 'sample')} of absurd times (more than a "
+                     "week from the dump) left out.")
     if timeline.limit is not None and not timeline.limit_in_view():
-        note = (f" The limit, {size(timeline.limit)}, is far above the highest RSS: the "
-                "axis stops short of it.")
-    return (f"<figcaption>{' &nbsp; '.join(items)}<br>RSS of the host, {samples}, up to "
-            f"the dump.{note}</figcaption>\n")
+        notes.append(f"The limit, {size(timeline.limit)}, is far above the highest RSS: "
+                     "the axis stops short of it.")
+    return (f"<figcaption>{' &nbsp; '.join(items)}<br>RSS of the host, "
+            f"{timeline.samples()}. {' '.join(notes)}</figcaption>\n")
 
-
-# -- the words beside it ----------------------------------------------------------------------
 
 def _figures(dump: Diagnostics, timeline: Timeline) -> str:
     m = dump.memory
@@ -281,7 +213,7 @@ def _tables(dump: Diagnostics, timeline: Timeline) -> str:
              if marks else "<section><h2>Marks</h2>\n<p>none in this minute</p></section>\n",
              f"<section><h2>Session stats</h2>\n{_table(stats)}</section>\n" if stats else "",
              f"<section><h2>Other dumps of this session</h2>\n{_table(others)}</section>\n"
-             if others else ""]
+             if others else "", _files(dump, timeline.path)]
     return f"<div class=\"tables\">\n{''.join(parts)}</div>\n"
 
 
@@ -289,7 +221,11 @@ def _table(rows: list[tuple[str, str]], *, numbered: bool = False) -> str:
     """Rows of already escaped cells."""
     body = "".join(f"<tr>{f'<td>{n}</td>' if numbered else ''}<th>{key}</th><td>{value}</td>"
                    "</tr>\n" for n, (key, value) in enumerate(rows, 1))
-    return f"<table>\n{body}</table>\n"
+    return f"<table{NUMBERED if numbered else ''}>\n{body}</table>\n"
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def _ratio(value: float) -> str:
@@ -320,8 +256,15 @@ figure{margin:0;background:#fff;border:1px solid #ddd;border-radius:6px;padding:
 figure svg{width:100%;height:auto;display:block}
 figcaption{font-size:13px;color:#444;padding:4px 6px}
 aside h2:first-child{margin-top:0}
+main>*{min-width:0}header,aside,section,figcaption,footer{overflow-wrap:anywhere}
 table{border-collapse:collapse;font-size:14px}th,td{text-align:left;padding:2px 10px 2px 0;
-vertical-align:top;overflow-wrap:anywhere}th{font-weight:500;color:#555;white-space:nowrap}
+vertical-align:top;overflow-wrap:anywhere}th{font-weight:500;color:#555;min-width:7.5em}
+table.numbered th{min-width:0}
+.verdict.descendant{color:#8c1c13;margin-top:-6px}
+ul.evidence{font-size:13px;color:#444;margin:-8px 0 12px}
+section.stack pre{font:12px/1.45 ui-monospace,Menlo,Consolas,monospace;background:#fff;
+border:1px solid #ddd;border-radius:6px;padding:8px 10px;margin:0;white-space:pre-wrap;
+overflow-wrap:anywhere;max-height:420px;overflow:auto}
 .tables{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:8px 24px;
 margin-top:8px}
 .tables table{display:block;max-height:360px;overflow:auto}

@@ -1,8 +1,10 @@
 """A dump's timeline, ready to draw: RSS against the limit over the minute before the
 dump, the marks, the dump itself and the other dumps of its session beside it.
 
-One picture, three renderings: text for ``show`` (``_chart``), an SVG page for
-``--html`` (``_page``), a PNG for ``--png`` (``_png``); each takes a ``Timeline``.
+One picture, three renderings: text for ``show`` (``_chart``), an SVG for ``--html``'s
+page (``_svg``, in ``_page``), a PNG for ``--png`` (``_png``); each takes a ``Timeline``,
+and what is drawn the same on each (the least span, the bands, the marks drawn) is
+decided here.
 Everything here is read from files someone else wrote: figures are checked, strings
 are left for the renderer to escape.
 """
@@ -16,7 +18,9 @@ import stat
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .._diagnostics import Diagnostics
+    from collections.abc import Callable
+
+    from .._diagnostics import Descendant, Diagnostics
 
 # SessionConfig's own defaults (soft, hard, critical): the bands of a dump whose session's
 # settings cannot be found (tests/unit/test_timeline.py holds them to SessionConfig's).
@@ -28,6 +32,20 @@ LIMIT_IN_VIEW = 5.0
 # (a dump may weigh 16 MiB; retention keeps 100 files).
 MAX_SIBLINGS, SIBLING_SECONDS = 32, 3600.0
 MIB, GIB = 1 << 20, 1 << 30
+# The units of the axes, each used from twice its size: 10**18 bytes (a hand-edited
+# dump) reads as 888 PiB, not 953674316 GiB.
+UNITS = (("MiB", MIB), ("GiB", GIB), ("TiB", 1 << 40), ("PiB", 1 << 50), ("EiB", 1 << 60))
+# The least span of the time axis, seconds: samples all at one time (a dump taken at
+# once after the start holds t = -0.001 and 0.0) are drawn over it, not over nothing.
+MIN_SPAN = 1.0
+# A sample further than this from the dump is no sample of its minute (a hand-edited
+# t of -1e300): it is left out of the pictures, and they say how many were.
+MAX_AWAY = 7 * 86400.0
+# The most marks drawn as ticks: beyond, they hatch over the bands. Every mark is in
+# the tables and lists; the ticks are thinned evenly.
+MAX_DRAWN_MARKS = 40
+# Each sample gets a dot while at most this many distinct places on the plot hold one.
+MAX_SAMPLE_DOTS = 30
 
 # The limit sources whose usage is not RSS (docs/pressure.md): a ratio near 1 with RSS
 # far below the limit is no contradiction there.
@@ -63,14 +81,17 @@ class Timeline:
                  thresholds: tuple[float, float, float] = DEFAULT_THRESHOLDS,
                  thresholds_from: str = "the defaults",
                  siblings: list[Sibling] | None = None) -> None:
-        self.points = points  # (t, rss), oldest first
-        self.marks = marks
+        kept = [(t, rss) for t, rss in points if _near(t)]
+        self.points = kept  # (t, rss), oldest first
+        self.left_out = len(points) - len(kept)  # the samples of absurd times
+        self.marks = [m for m in marks if _near(m.t)]
         self.rss = rss  # the dump's own figure, drawn at t = 0
         self.limit = limit if limit is not None and limit > 0 else None
         self.ratio = ratio
         self.thresholds = thresholds
         self.thresholds_from = thresholds_from
         self.siblings = siblings or []
+        self.path: str | None = None  # where the dump was read: its extras lie beside it
 
     # -- the axes ---------------------------------------------------------------------
 
@@ -79,9 +100,50 @@ class Timeline:
         the newest sibling drawn; never empty."""
         ts = [t for t, _ in self.points] + [s.t for s in self.drawn_siblings()] + [0.0]
         low, high = min(ts), max(ts)
-        if len(self.points) < 2:  # one sample, or none: at least a second before the dump
-            low = min(low, high - 1.0)
-        return low, high
+        # One sample, none, or all at one time: MIN_SPAN before the newest.
+        return min(low, high - MIN_SPAN), high
+
+    def x_title(self) -> str:
+        """The time axis's title: "before" only while nothing is drawn after the dump."""
+        return "seconds before the dump" if self.x_range()[1] <= 0 else (
+            "seconds from the dump")
+
+    def samples(self) -> str:
+        """How many samples, over what span: ``240 samples over 59.8 s``."""
+        points = self.points
+        if not points:
+            return "no samples"
+        if len(points) == 1:
+            return "one sample"
+        span = points[-1][0] - points[0][0]
+        return (f"{len(points)} samples at one time" if span == 0
+                else f"{len(points)} samples over {span:.1f} s" if span >= 0.1
+                else f"{len(points)} samples over {span * 1000:.0f} ms")
+
+    def drawn_marks(self, most: int = MAX_DRAWN_MARKS) -> list[tuple[int, Mark]]:
+        """(number from 1, mark) of the marks drawn as ticks: all of them up to ``most``,
+        else ``most`` evenly spread, the first and the last kept."""
+        marks = self.marks
+        if len(marks) <= most:
+            return list(enumerate(marks, 1))
+        picked = sorted({round(i * (len(marks) - 1) / (most - 1)) for i in range(most)})
+        return [(i + 1, marks[i]) for i in picked]
+
+    def bands(self) -> list[tuple[str, float, float]]:
+        """(name, from, to) as shares of the limit: soft to hard, hard to critical,
+        critical to the limit (1.0), then "over" (to infinity). Thresholds as a
+        hand-edited dump may hold them are drawable all the same: a non-finite one is
+        left out (the band below reaches up to the next), each is clamped to [0, 1] and
+        none is below the one before; a band of no height is not drawn."""
+        edges: list[tuple[str, float]] = []
+        floor = 0.0
+        for name, value in zip(("soft", "hard", "critical"), self.thresholds, strict=True):
+            if math.isfinite(value):
+                floor = max(floor, min(1.0, value))
+                edges.append((name, floor))
+        ends = [at for _, at in edges[1:]] + [1.0]
+        return [(name, start, end) for (name, start), end in zip(edges, ends, strict=True)
+                if end > start] + [("over", 1.0, math.inf)]
 
     def drawn_siblings(self) -> list[Sibling]:
         """The other dumps that fall within this timeline's minute (or the minute after
@@ -95,8 +157,8 @@ class Timeline:
         or the dump's ratio is in a band (its usage may not be RSS, see USAGE_OF)."""
         if self.limit is None:
             return False
-        return (self.limit <= LIMIT_IN_VIEW * self.data_top()
-                or self.ratio >= self.thresholds[0])
+        lowest = self.bands()[0][1]
+        return self.limit <= LIMIT_IN_VIEW * self.data_top() or self.ratio >= lowest
 
     def data_top(self) -> int:
         values = [rss for _, rss in self.points] + [
@@ -107,17 +169,41 @@ class Timeline:
 
     def y_axis(self, counts: tuple[int, ...] = (4, 5, 6)) -> tuple[float, float, str]:
         """(top, step, unit): the top of the y axis and the step between its labelled
-        lines, in bytes, and the unit they are labelled in (MiB or GiB). The lowest top
-        of at most max(``counts``) nice steps: 178 MiB is drawn up to 180, not 250."""
+        lines, in bytes, and the unit they are labelled in (one of UNITS). The lowest
+        top of at most max(``counts``) nice steps: 178 MiB is drawn up to 180, not 250."""
         top = float(self.data_top())
         if self.limit_in_view():
             assert self.limit is not None
             top = max(top, float(self.limit))
         top = max(top, float(MIB))  # an empty or tiny host: 1 MiB of axis
-        unit, scale = ("GiB", GIB) if top >= 2 * GIB else ("MiB", MIB)
+        unit, scale = unit_for(top)
         steps = [nice_ceiling(top / scale / n) * scale for n in counts]
         step = min(steps, key=lambda s: (math.ceil(top / s - 1e-9) * s, -s))
         return math.ceil(top / step - 1e-9) * step, step, unit
+
+
+def _near(t: float) -> bool:
+    return math.isfinite(t) and abs(t) <= MAX_AWAY
+
+
+def dots(points: list[tuple[float, int]], x: Callable[[float], float],
+         y: Callable[[float], float], most: int = MAX_SAMPLE_DOTS) -> list[tuple[float, int]]:
+    """The samples that get a dot, one for each distinct place (``x`` and ``y`` give it,
+    rounded): none when more than ``most`` places hold one (the line alone says it
+    then). 50 samples at one time and size are one dot, not nothing."""
+    places: dict[tuple[int, int], tuple[float, int]] = {}
+    for t, rss in points:
+        places.setdefault((round(x(t)), round(y(rss))), (t, rss))
+        if len(places) > most:
+            return []
+    return list(places.values())
+
+
+def unit_for(value: float) -> tuple[str, int]:
+    """(name, bytes) of the unit ``value`` bytes is said in: MiB, or the largest of
+    UNITS that ``value`` is at least twice of."""
+    return next(((name, scale) for name, scale in reversed(UNITS) if value >= 2 * scale),
+                UNITS[0])
 
 
 def nice_ceiling(value: float) -> float:
@@ -138,8 +224,8 @@ def nice_seconds(span: float, ticks: int = 6) -> float:
 
 
 def byte_label(value: float, unit: str) -> str:
-    """``value`` bytes in ``unit`` (MiB or GiB), as short as it stays exact enough."""
-    scaled = value / (GIB if unit == "GiB" else MIB)
+    """``value`` bytes in ``unit`` (one of UNITS), as short as it stays exact enough."""
+    scaled = value / dict(UNITS)[unit]
     if scaled == 0:
         return "0"
     text = f"{scaled:.0f}" if scaled >= 10 or scaled == int(scaled) else f"{scaled:.1f}"
@@ -149,16 +235,17 @@ def byte_label(value: float, unit: str) -> str:
 
 
 def size(value: int | float | None) -> str:
-    """Bytes for a person: MiB below 2 GiB, GiB above; ``-`` for unknown."""
+    """Bytes for a person: MiB below 2 GiB, GiB below 2 TiB, and so on (UNITS); ``-``
+    for unknown."""
     if value is None:
         return "-"
-    if value >= 2 * GIB:
-        return f"{value / GIB:.2f} GiB"
-    return f"{value / MIB:.1f} MiB"
+    unit, scale = unit_for(abs(value))
+    return f"{value / scale:.1f} MiB" if unit == "MiB" else f"{value / scale:.2f} {unit}"
 
 
 def seconds(t: float, digits: int = 1) -> str:
-    """A time on the axis: ``-12.3 s``, ``0 s``."""
+    """A time on the axis: ``-12.3 s``, ``0 s``; whole seconds from 1000 s away."""
+    digits = 0 if abs(t) >= 1000 else digits
     return "0 s" if abs(t) < 0.5 * 10.0 ** -digits else f"{t:.{digits}f} s"
 
 
@@ -194,10 +281,14 @@ def from_dump(dump: Diagnostics, path: str | None = None) -> Timeline:
     ratio = dump.memory.ratio if math.isfinite(dump.memory.ratio) else 0.0
     timeline = Timeline(points, marks, rss=dump.memory.rss, limit=dump.memory.heap_limit,
                         ratio=ratio)
+    timeline.path = path
     if dump.thresholds is not None:  # older dumps did not say them
         t = dump.thresholds
         timeline.thresholds = (t.soft, t.hard, t.critical)
         timeline.thresholds_from = "the session's, as the dump says them"
+        if not all(math.isfinite(v) and 0 <= v <= 1 for v in timeline.thresholds):
+            timeline.thresholds_from += (f" ({t.soft}, {t.hard}, {t.critical}: drawn left "
+                                         "out where not a number, else within 0 to 1)")
     if path is None:
         return timeline
     directory = os.path.dirname(path) or "."
@@ -325,3 +416,17 @@ def verdict(dump: Diagnostics) -> str:
     if r is not None and r.state == "unresponsive":
         return f"the host was unresponsive ({r.reason}) {at}"
     return f"the host was alive {at}"
+
+
+def descendant_verdict(descendant: Descendant) -> str:
+    """How the process of ``run``'s tree a descendant-died dump is about ended, in one
+    line (its name unescaped): ``descendant tail (pid 4321) was killed by the kernel's
+    OOM killer (SIGKILL) at 180.0 MiB, certain``."""
+    e = descendant.exit
+    pid = "pid unknown" if descendant.pid is None else f"pid {descendant.pid}"
+    detail = [part for part in (e.signal, None if e.exit_code is None
+                                else f"exit code {e.exit_code}") if part]
+    tail = f" ({', '.join(detail)})" if detail else ""
+    at = "" if descendant.rss is None else f" at {size(descendant.rss)}"
+    sure = "" if e.kind == "unknown" else f", {_SURE.get(e.confidence, '?')}"
+    return f"descendant {descendant.name} ({pid}) {_KINDS.get(e.kind, e.kind)}{tail}{at}{sure}"

@@ -362,41 +362,72 @@ def _print_responsiveness(dump: Diagnostics, path: str, w: Callable[[str], objec
             details.append(f"unresponsive for {r.unresponsive_for:.1f} s")
         w(f"  responsive  {r.state}: {r.reason}"
           + (f" ({', '.join(details)})" if details else "") + "\n")
+    found = main_stack(dump, path)
+    if found.problem is not None:
+        if found.problem != NOT_IN_THE_DUMP:
+            w(f"  stacks      {printable(found.problem)}\n")
+        return
+    if found.is_main:
+        w(f"  stack       main thread {printable(found.thread)} (most recent call last):\n")
+    else:
+        w(f"  stack       thread {printable(found.thread or '-')}, the first in the file "
+          "(most recent call last):\n")
+    for line in found.frames:
+        w(f"                {printable(line)}\n")
+    count = f"{found.threads} thread{'s' if found.threads != 1 else ''}"
+    w(f"  stacks      {printable(found.path)} ({count})\n")
+
+
+NOT_IN_THE_DUMP = "none: not in the dump"
+
+
+class MainStack:
+    """The main thread's block of a dump's stacks file (the file's first block when the
+    main thread's id is unknown), as ``show`` and its page show it; or, in ``problem``,
+    why there is none."""
+
+    __slots__ = ("problem", "path", "thread", "is_main", "frames", "threads")
+
+    def __init__(self, problem: str | None = None, path: str = "", thread: str = "",
+                 is_main: bool = False, frames: list[str] | None = None,
+                 threads: int = 0) -> None:
+        self.problem, self.path, self.thread, self.is_main = problem, path, thread, is_main
+        self.frames = frames or []  # most recent call last, cut by _tail
+        self.threads = threads
+
+
+def main_stack(dump: Diagnostics, path: str | None) -> MainStack:
+    r = dump.responsiveness
     name = dump.extras.get("stacks")
     if name is None:
-        if r is not None and r.stacks_missing:
-            w(f"  stacks      none: {printable(r.stacks_missing)}\n")
-        return
+        return MainStack(f"none: {r.stacks_missing}" if r is not None and r.stacks_missing
+                         else NOT_IN_THE_DUMP)
     if os.path.basename(name) != name or name in ("", ".", ".."):
-        w(f"  stacks      refused: {printable(repr(name))} does not name a file beside the "
-          "dump\n")
-        return
-    try:
-        stacks_path = os.path.join(os.path.dirname(os.path.abspath(path)), name)
-    except OSError:  # a relative path in a current directory that was removed
-        stacks_path = os.path.join(os.path.dirname(path), name)
+        return MainStack(f"refused: {name!r} does not name a file beside the dump")
+    stacks_path = beside(path, name)
     try:
         text = read_input_file(stacks_path, MAX_STACKS_BYTES, "stacks file").decode(
             "utf-8", "replace")
     except UsageError as exc:  # pruned, replaced, huge: the dump is still worth showing
-        w(f"  stacks      cannot show them: {printable(exc)}\n")
-        return
+        return MainStack(f"cannot show them: {exc}")
     threads = parse_stacks(text)
     if not threads:
-        w(f"  stacks      {printable(stacks_path)}: no thread's stack in it\n")
-        return
+        return MainStack(f"{stacks_path}: no thread's stack in it")
     main = r.main_thread if r is not None else None
     chosen = next((t for t in threads if main and _same_thread(t[0], main)), None)
-    if chosen is not None:
-        w(f"  stack       main thread {printable(chosen[0])} (most recent call last):\n")
-    else:
-        chosen = threads[0]
-        w(f"  stack       thread {printable(chosen[0] or '-')}, the first in the file "
-          "(most recent call last):\n")
-    for line in _tail(chosen[1][::-1]):
-        w(f"                {printable(line)}\n")
-    count = f"{len(threads)} thread{'s' if len(threads) != 1 else ''}"
-    w(f"  stacks      {printable(stacks_path)} ({count})\n")
+    return MainStack(path=stacks_path, thread=(chosen or threads[0])[0] or "",
+                     is_main=chosen is not None,
+                     frames=_tail((chosen or threads[0])[1][::-1]), threads=len(threads))
+
+
+def beside(path: str | None, name: str) -> str:
+    """The file ``name`` in the dump's directory (``name`` alone: where is not known)."""
+    if path is None:
+        return name
+    try:
+        return os.path.join(os.path.dirname(os.path.abspath(path)), name)
+    except OSError:  # a relative path in a current directory that was removed
+        return os.path.join(os.path.dirname(path), name)
 
 
 # faulthandler's output: a block per thread, the innermost frame first.
