@@ -41,7 +41,7 @@ def page(dump: Diagnostics, timeline: Timeline) -> str:
         f"level <span class=\"level {_level_class(dump.level)}\">{text(dump.level)}</span>"
         f"</p>\n<p class=\"verdict\">{text(_capital(verdict(dump)))}</p>\n",
         _descendant(dump), "</header>\n",
-        "<main>\n<div>\n<figure>\n", svg(dump, timeline), _legend(timeline), "</figure>\n",
+        "<main>\n<div>\n<figure>\n", svg(dump, timeline), _legend(timeline, dump.memory.measure), "</figure>\n",
         _stacks(dump, timeline.path), _tables(dump, timeline), "</div>\n<aside>\n",
         _figures(dump, timeline), "</aside>\n</main>\n",
         "<footer>Written by <code>watchdog-core show --html</code>. Bands: thresholds of ",
@@ -139,7 +139,7 @@ def _descendant(dump: Diagnostics) -> str:
             + (f"<ul class=\"evidence\">\n{facts}</ul>\n" if facts else ""))
 
 
-def _legend(timeline: Timeline) -> str:
+def _legend(timeline: Timeline, measure: str | None = None) -> str:
     items = ['<span class="key rss"></span> RSS', '<span class="key limit"></span> limit',
              *(f'<span class="key {name}"></span> {name}' for name in BANDS[:3]),
              '<span class="key mark"></span> mark', '<span class="key dump"></span> this dump']
@@ -156,8 +156,14 @@ def _legend(timeline: Timeline) -> str:
     if timeline.limit is not None and not timeline.limit_in_view():
         notes.append(f"The limit, {size(timeline.limit)}, is far above the highest RSS: "
                      "the axis stops short of it.")
-    return (f"<figcaption>{' &nbsp; '.join(items)}<br>RSS of the host, "
-            f"{timeline.samples()}. {' '.join(notes)}</figcaption>\n")
+    what = MEASURES.get(measure or "", "RSS of the host")
+    return (f"<figcaption>{' &nbsp; '.join(items)}<br>{what}, {timeline.samples()}. "
+            f"{' '.join(notes)}</figcaption>\n")
+
+
+# What the line is, by the dump's memory.measure (docs/diagnostics.md).
+MEASURES = {"tree-rss": "RSS of the host and its descendants, summed",
+            "cgroup": "The tree's memory: the working set of its own cgroup"}
 
 
 def _figures(dump: Diagnostics, timeline: Timeline) -> str:
