@@ -113,3 +113,8 @@ def test_a_real_descendant_death_reads_whole(tmp_path: Path) -> None:
     shown = run_cli("show", str(dump))
     assert "descendant  python" in shown.stdout or "descendant  python3" in shown.stdout
     assert "killed SIGKILL (certain)" in shown.stdout
+    page = run_cli("show", str(dump), "--html", str(tmp_path / "page.html"))
+    assert page.returncode == 0, page.stderr
+    # The line is the tree's summed RSS (no cgroup here), and the page says so.
+    assert "RSS of the host and its descendants, summed" in (
+        tmp_path / "page.html").read_text()

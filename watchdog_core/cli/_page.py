@@ -41,7 +41,8 @@ def page(dump: Diagnostics, timeline: Timeline) -> str:
         f"level <span class=\"level {_level_class(dump.level)}\">{text(dump.level)}</span>"
         f"</p>\n<p class=\"verdict\">{text(_capital(verdict(dump)))}</p>\n",
         _descendant(dump), "</header>\n",
-        "<main>\n<div>\n<figure>\n", svg(dump, timeline), _legend(timeline, dump.memory.measure), "</figure>\n",
+        "<main>\n<div>\n<figure>\n", svg(dump, timeline),
+        _legend(timeline, dump.memory.measure), "</figure>\n",
         _stacks(dump, timeline.path), _tables(dump, timeline), "</div>\n<aside>\n",
         _figures(dump, timeline), "</aside>\n</main>\n",
         "<footer>Written by <code>watchdog-core show --html</code>. Bands: thresholds of ",
