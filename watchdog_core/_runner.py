@@ -26,7 +26,7 @@ from . import _ring, _shm
 from ._attribution import KMSG_SETTLE
 from ._config import SessionConfig
 from ._death import ExitStatus
-from ._tree import DescendantDeath, Tree, TreeCgroup, oom_group_warning
+from ._tree import TREE_CGROUP_PREFIX, DescendantDeath, Tree, TreeCgroup, oom_group_warning
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ class Runner:
             say(warning)
         cgroup, why = None, "not asked for (--no-cgroup)"
         if self.want_cgroup and not self.no_dumps:
-            cgroup, why = TreeCgroup.create(f"watchdog-core-run-{os.getpid()}")
+            cgroup, why = TreeCgroup.create(f"{TREE_CGROUP_PREFIX}{os.getpid()}")
         self.cgroup_refusal = why
         if not self.no_dumps:
             from ._attribution import _open_kmsg_at_end

@@ -64,6 +64,7 @@ class TreeCgroup:
         own = _limits.cgroup_dir("/", mount, path)
         if own is None:
             return None, "run's own memory cgroup is not visible"
+        sweep(own)
         directory = os.path.join(own, name)
         try:
             os.mkdir(directory, 0o755)
@@ -88,6 +89,7 @@ class TreeCgroup:
         procs = _pids(own)
         if procs is None or procs - {os.getpid()}:
             return None, f"other processes share run's cgroup {own}"
+        sweep(own)
         made: list[str] = []
         try:
             runner = os.path.join(own, name + "-self")
@@ -153,6 +155,36 @@ class TreeCgroup:
                 os.rmdir(directory)
             except OSError:
                 pass
+
+
+def sweep(directory: str) -> None:
+    """Remove the empty cgroups earlier runs left in ``directory``: a run that was
+    SIGKILLed could not remove its own. Only those of a run no longer alive (the pid in
+    the name), so a run between its mkdir and its child's move keeps its cgroup."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(TREE_CGROUP_PREFIX):
+            continue
+        pid = name[len(TREE_CGROUP_PREFIX) :].removesuffix("-self")
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            os.rmdir(os.path.join(directory, name))  # EBUSY while processes remain
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def oom_group_warning() -> str | None:

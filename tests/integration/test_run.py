@@ -494,7 +494,7 @@ def test_the_offer_is_only_for_the_pid_it_names(tmp_path: Path) -> None:
 
 def test_a_killed_run_leaves_its_ring_alone_until_the_child_ends(tmp_path: Path) -> None:
     with subprocess.Popen([*RUN, "--dir", str(tmp_path), "--session-id", "orphaned-run",
-                           "--", "sh", "-c", "echo $$; read line"],
+                           "--no-cgroup", "--", "sh", "-c", "echo $$; read line"],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                           env=ENV) as proc:
         assert proc.stdin is not None and proc.stdout is not None
@@ -671,3 +671,38 @@ def test_a_sampled_grandchild_oom_kill_is_named_once(tmp_path: Path,
     assert len(died) == 1, [d["descendant"] for d in died]
     exit = died[0]["descendant"]["exit"]
     assert (exit["kind"], exit["confidence"]) == ("oom-killed", "certain")
+
+
+def test_cgroups_that_killed_runs_left_are_swept(tmp_path: Path) -> None:
+    """A SIGKILLed run cannot remove its cgroup; the next run removes the empty ones
+    whose run is gone, and never one whose run lives."""
+    own = _own_memory_cgroup()
+    gone_pid = _a_dead_pid()
+    left = own / f"watchdog-core-run-{gone_pid}"
+    living = own / f"watchdog-core-run-{os.getpid()}"
+    left.mkdir()
+    living.mkdir()
+    try:
+        assert run(tmp_path, "true").returncode == 0
+        assert not left.exists()
+        assert living.exists()  # this process lives: its cgroup is not another's to take
+    finally:
+        for d in (left, living):
+            if d.exists():
+                d.rmdir()
+
+
+def _own_memory_cgroup() -> Path:
+    if not os.access("/sys/fs/cgroup/memory", os.W_OK):
+        pytest.skip("no writable cgroup v1 memory hierarchy: run makes no cgroup here")
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return Path("/sys/fs/cgroup/memory" + path)
+    pytest.skip("this process is in no v1 memory cgroup")
+
+
+def _a_dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
