@@ -20,9 +20,11 @@ import os
 import re
 import time
 
-from filelock import FileLock, Timeout
-
 from ._safedir import FILE_MODE, StoreError, open_dir
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 __all__ = ["DiagnosticsDir", "StoreError", "dump_name", "dump_set_of", "dump_timestamp"]
 
@@ -215,6 +217,10 @@ class DiagnosticsDir:
         if not self._over_limits(dfd):
             return []  # the common case: no lock at all, so no session waits for another
         self._check_lock_file(dfd)
+        # Loaded only now, when retention must prune: a watchdog that never prunes never
+        # pays for it (filelock brings asyncio with it).
+        from filelock import FileLock
+
         lock = FileLock(os.path.join(self.path, LOCK_NAME), timeout=lock_timeout,
                         mode=FILE_MODE)
         asked = time.monotonic()
@@ -294,6 +300,8 @@ def _dump_sets(dfd: int) -> dict[tuple[str, str], list[tuple[str, int]]]:
 
 
 def _acquire(lock: FileLock, timeout: float, poll_interval: float) -> bool:
+    from filelock import Timeout
+
     try:
         lock.acquire(timeout=timeout, poll_interval=poll_interval)
     except Timeout:

@@ -1,0 +1,159 @@
+"""Many sessions on one machine: what all their watchdogs cost together, and what
+happens when every host dies at once.
+
+    .venv/bin/python benchmarks/scale.py --sessions 16 64 256
+
+For each count N: N small hosts (a Python process each, recording 8 stats every
+10 ms, far from any limit) start a session each into one directory. After they
+settle, over ``--seconds`` of watching:
+
+- the CPU all watchdogs used together, and per watchdog, as a share of one core
+  (from /proc/<pid>/stat, utime + stime);
+- each watchdog's USS and PSS (/proc/<pid>/smaps_rollup), and their sum;
+- then every host is SIGKILLed at once: the time until the last postmortem is on
+  disk (complete: ``collectionComplete`` true), that there are N distinct ones, and
+  that no ``.tmp`` is left.
+
+Budgets (docs/performance.md): an idle watchdog <= 10 MiB USS and <= 0.1 % of a
+core; 256 sessions together <= 25 % of a core and <= 2 GiB PSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TICK = os.sysconf("SC_CLK_TCK")
+HOST = """
+import os, sys, time
+import watchdog_core
+wd = watchdog_core.start_watchdog(diagnostics_dir=sys.argv[1], session_id=sys.argv[2])
+rec = wd.recorder("a", "b", "c", "d", "e", "f", "g", "h")
+print(wd.shm_name, flush=True)
+i = 0
+while True:
+    i += 1
+    rec(i, i, i, i, i, i, i, i)
+    time.sleep(0.01)
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    raw = Path(f"/proc/{pid}/stat").read_bytes()
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def uss_pss(pid: int) -> tuple[int, int]:
+    """(USS, PSS) bytes from smaps_rollup: private pages, and the proportional share."""
+    uss = pss = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("Private_Clean", "Private_Dirty"):
+            uss += int(rest.split()[0]) * 1024
+        elif key == "Pss":
+            pss = int(rest.split()[0]) * 1024
+    return uss, pss
+
+
+def watchdog_of(shm_name: str) -> int:
+    """The watchdog's pid, from its session's ring header (word 35)."""
+    from watchdog_core import _reader, _shm
+
+    mapping = _shm.open_segment(shm_name)
+    try:
+        with _reader.RingImage(memoryview(mapping)) as image:
+            return image.watchdog_pid
+    finally:
+        mapping.close()
+
+
+def measure(n: int, seconds: float) -> dict[str, float]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("WATCHDOG_CORE_DISABLE", None)
+    with tempfile.TemporaryDirectory(prefix="wdc-scale-") as folder:
+        hosts = [subprocess.Popen([sys.executable, "-c", HOST, folder, f"scale{n}-{i}"],
+                                  stdout=subprocess.PIPE, text=True, env=env)
+                 for i in range(n)]
+        try:
+            names = [h.stdout.readline().strip() for h in hosts]  # type: ignore[union-attr]
+            watchdogs = []
+            deadline = time.monotonic() + 120
+            for name in names:
+                while not (pid := watchdog_of(name)):
+                    assert time.monotonic() < deadline, f"no watchdog for {name}"
+                    time.sleep(0.05)
+                watchdogs.append(pid)
+            time.sleep(3.0)  # starting up is not watching
+            before = [cpu_seconds(p) for p in watchdogs]
+            start = time.monotonic()
+            time.sleep(seconds)
+            elapsed = time.monotonic() - start
+            cpu = sum(cpu_seconds(p) - b
+                      for p, b in zip(watchdogs, before, strict=True)) / elapsed
+            memory = [uss_pss(p) for p in watchdogs]
+            killed_at = time.monotonic()
+            for h in hosts:
+                os.kill(h.pid, signal.SIGKILL)
+            last = _all_postmortems(Path(folder), n, killed_at)
+            leftovers = [p.name for p in Path(folder).iterdir() if ".tmp" in p.name]
+        finally:
+            for h in hosts:
+                if h.poll() is None:
+                    h.kill()
+                h.wait()
+                if h.stdout is not None:
+                    h.stdout.close()
+    mib = 1 << 20
+    return {
+        "sessions": n, "cpu_all": cpu * 100, "cpu_each": cpu * 100 / n,
+        "uss_each": sum(u for u, _ in memory) / n / mib,
+        "pss_each": sum(p for _, p in memory) / n / mib,
+        "pss_all": sum(p for _, p in memory) / mib,
+        "last_postmortem": last, "tmp_left": len(leftovers),
+    }
+
+
+def _all_postmortems(folder: Path, n: int, since: float, timeout: float = 300) -> float:
+    """Seconds from the kill until N complete, distinct postmortems are on disk."""
+    while True:
+        complete = set()
+        for path in folder.glob("memory-*.json"):
+            try:
+                dump = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # being replaced at this instant
+            if dump.get("trigger") == "host-died" and dump.get("collectionComplete"):
+                complete.add(dump["sessionId"])
+        if len(complete) >= n:
+            return time.monotonic() - since
+        if time.monotonic() - since > timeout:
+            raise AssertionError(f"{len(complete)} of {n} postmortems after {timeout} s")
+        time.sleep(0.02)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    print("| sessions | CPU, all watchdogs | per watchdog | USS / PSS each | PSS, all | "
+          "all killed: last postmortem | .tmp left |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for n in args.sessions:
+        r = measure(n, args.seconds)
+        print(f"| {n} | {r['cpu_all']:.1f} % | {r['cpu_each']:.3f} % | "
+              f"{r['uss_each']:.1f} / {r['pss_each']:.1f} MiB | {r['pss_all']:.0f} MiB | "
+              f"{r['last_postmortem']:.2f} s | {r['tmp_left']} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
