@@ -12,7 +12,8 @@ settle, over ``--seconds`` of watching:
 - each watchdog's USS and PSS (/proc/<pid>/smaps_rollup), and their sum;
 - then every host is SIGKILLed at once: the time until the last postmortem is on
   disk (complete: ``collectionComplete`` true), that there are N distinct ones, and
-  that no ``.tmp`` is left.
+  that no ``.tmp`` is left. Retention is raised to hold them all: with the defaults
+  (100 dump sets, 256 MiB) a folder keeps only the newest 100 of 256 postmortems.
 
 Budgets (docs/performance.md): an idle watchdog <= 10 MiB USS and <= 0.1 % of a
 core; 256 sessions together <= 25 % of a core and <= 2 GiB PSS.
@@ -79,6 +80,10 @@ def watchdog_of(shm_name: str) -> int:
 def measure(n: int, seconds: float) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("WATCHDOG_CORE_DISABLE", None)
+    # Retention sized for N sessions dying at once (a .ring is 1.3 MiB): with the default
+    # (100 sets, 256 MiB) the folder keeps only the newest, which is itself a finding.
+    env["WATCHDOG_CORE_MAX_FILES"] = str(max(100, 2 * n))
+    env["WATCHDOG_CORE_MAX_BYTES"] = str(max(256 << 20, 4 * n << 20))
     with tempfile.TemporaryDirectory(prefix="wdc-scale-") as folder:
         hosts = [subprocess.Popen([sys.executable, "-c", HOST, folder, f"scale{n}-{i}"],
                                   stdout=subprocess.PIPE, text=True, env=env)
