@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 import time
 
-import psutil
-
 from . import _limits, _procfs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import psutil
+
     from ._tree import Tree
 
 
@@ -56,10 +56,10 @@ class HostProbe:
         self.exclude_pids = exclude_pids or set()
         self._status_path = os.path.join(root, f"proc/{pid}/status")
         self._proc_status = os.path.exists(self._status_path)
-        try:
-            self._process: psutil.Process | None = psutil.Process(pid)
-        except psutil.Error:
-            self._process = None
+        # psutil only where /proc cannot say (another OS; a tree's children): a watchdog
+        # that never needs it never loads it (docs/performance.md).
+        self._psutil: psutil.Process | None = None
+        self._psutil_tried = False
 
     def sample(self) -> HostSample:
         s = HostSample()
@@ -82,13 +82,15 @@ class HostProbe:
             s.data = fields.get("VmData", 0)
             s.swap = fields.get("VmSwap", 0)
             s.threads = fields.get("Threads", 0)
-        elif self._process is not None:
+        elif (process := self._process) is not None:
+            import psutil
+
             try:
-                with self._process.oneshot():
-                    mem = self._process.memory_info()
+                with process.oneshot():
+                    mem = process.memory_info()
                     s.rss = s.rss_anon = mem.rss
                     s.vms = mem.vms
-                    s.threads = self._process.num_threads()
+                    s.threads = process.num_threads()
             except psutil.Error:
                 s.alive = False
                 return s
@@ -126,12 +128,28 @@ class HostProbe:
                 return fields
         return None
 
+    @property
+    def _process(self) -> psutil.Process | None:
+        """The host through psutil, made the first time it is needed."""
+        if not self._psutil_tried:
+            self._psutil_tried = True
+            import psutil
+
+            try:
+                self._psutil = psutil.Process(self.pid)
+            except psutil.Error:
+                self._psutil = None
+        return self._psutil
+
     def _children_rss(self) -> int:
-        if self._process is None:
+        process = self._process
+        if process is None:
             return 0
+        import psutil
+
         total = 0
         try:
-            children = self._process.children(recursive=True)
+            children = process.children(recursive=True)
         except psutil.Error:
             return 0
         for child in children:
@@ -145,31 +163,93 @@ class HostProbe:
 
     def expensive_sample(self) -> dict[str, int | float | None]:
         """USS, fds, CPU seconds: for dumps only (they cost the host)."""
+        if self._proc_status:
+            return _proc_expensive(os.path.join(self.root, f"proc/{self.pid}"))
         out: dict[str, int | float | None] = {"uss": None, "fds": None, "cpuSeconds": None}
-        if self._process is None:
+        process = self._process
+        if process is None:
             return out
+        import psutil
+
         try:
-            out["uss"] = self._process.memory_full_info().uss
+            out["uss"] = process.memory_full_info().uss
         except (psutil.Error, AttributeError, OSError):
             pass
         try:
-            out["fds"] = self._process.num_fds()
+            out["fds"] = process.num_fds()
         except (psutil.Error, AttributeError, OSError):
             pass
         try:
-            cpu = self._process.cpu_times()
+            cpu = process.cpu_times()
             out["cpuSeconds"] = round(cpu.user + cpu.system, 3)
         except (psutil.Error, OSError):
             pass
         return out
 
     def cmdline(self) -> list[str]:
-        if self._process is None:
+        if self._proc_status:
+            try:
+                with open(os.path.join(self.root, f"proc/{self.pid}/cmdline"), "rb") as f:
+                    raw = f.read()
+            except OSError:
+                return []
+            return split_cmdline(raw.decode("utf-8", "surrogateescape"))
+        process = self._process
+        if process is None:
             return []
+        import psutil
+
         try:
-            return list(self._process.cmdline())
+            return list(process.cmdline())
         except (psutil.Error, OSError):
             return []
+
+
+def split_cmdline(data: str) -> list[str]:
+    """/proc/<pid>/cmdline as argv, the way psutil splits it: on NULs, or on spaces for
+    a process that rewrote its own (setproctitle leaves "name: worker --token x" with
+    no NUL between words; redaction needs the words apart)."""
+    if not data:
+        return []
+    sep = "\0" if data.endswith("\0") else " "
+    if data.endswith(sep):
+        data = data[:-1]
+    args = data.split(sep)
+    if sep == "\0" and len(args) == 1 and " " in data:
+        args = data.split(" ")
+    return args
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_expensive(proc: str) -> dict[str, int | float | None]:
+    """USS (the private pages of smaps_rollup, Linux 4.14+, else of smaps), open fds and
+    CPU seconds from /proc: what psutil reads, without loading it."""
+    out: dict[str, int | float | None] = {"uss": None, "fds": None, "cpuSeconds": None}
+    # smaps_rollup fails for some live processes (ESRCH, ENOENT): psutil falls back to
+    # the full smaps then, and so do we.
+    for name in ("smaps_rollup", "smaps"):
+        try:
+            with open(os.path.join(proc, name), "rb") as f:
+                out["uss"] = sum(int(line.split()[1]) * 1024 for line in f
+                                 if line.startswith((b"Private_Clean:", b"Private_Dirty:",
+                                                     b"Private_Hugetlb:")))
+            break
+        except (OSError, ValueError, IndexError):
+            continue
+    try:
+        out["fds"] = len(os.listdir(os.path.join(proc, "fd")))
+    except OSError:
+        pass
+    try:
+        with open(os.path.join(proc, "stat"), "rb") as f:
+            raw = f.read()
+        fields = raw[raw.rindex(b")") + 2 :].split()
+        out["cpuSeconds"] = round((int(fields[11]) + int(fields[12])) / _CLOCK_TICKS, 3)
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
 
 
 _STATUS_KEYS = frozenset({b"VmRSS", b"RssAnon", b"VmSize", b"VmData", b"VmSwap", b"Threads",
@@ -215,6 +295,8 @@ class SystemProbe:
     def meminfo(self) -> dict[str, int]:
         if self._linux:
             return _limits.meminfo(self.root)
+        import psutil
+
         vm = psutil.virtual_memory()
         return {"MemTotal": vm.total, "MemAvailable": vm.available}
 
