@@ -69,7 +69,7 @@ class ExitStatus:
 
     def describe(self) -> str:
         sig = self.status & 0x7F
-        what = (f"killed by {_signal_name(sig)}" + (" (core dumped)" if self.status & 0x80
+        what = (f"killed by {signal_name(sig)}" + (" (core dumped)" if self.status & 0x80
                                                     else "")
                 if sig else f"exit status {(self.status >> 8) & 0xFF}")
         return f"{SOURCE_TEXT.get(self.source, self.source)}: {what}"
@@ -152,7 +152,7 @@ def judge(*, image: _reader.RingImage, status: ExitStatus | None, crash_text: st
         v.source = status.source
     fault = crash_signal(crash_text)
     if fault is not None:
-        ev.append(f"faulthandler: Fatal Python error ({_signal_name(fault)})")
+        ev.append(f"faulthandler: Fatal Python error ({signal_name(fault)})")
     ev.extend(oom.counters.values())
     ev.extend(oom.earlier)
     kernel = oom.kernel
@@ -182,7 +182,7 @@ def _judge_status(v: Verdict, status: int, image: _reader.RingImage, oom: OomEvi
         v.kind = "exited"
         v.clean = v.exit_code == 0 and not image.exception
         return
-    v.signal = _signal_name(sig)
+    v.signal = signal_name(sig)
     kernel = oom.kernel
     if sig in CRASH_SIGNALS:
         v.kind = "crashed"
@@ -208,7 +208,7 @@ def _judge_without_status(v: Verdict, image: _reader.RingImage, fault: int | Non
     if oom.kernel.ours:  # the kernel names the pid: that is certain
         v.kind, v.signal, v.confidence = "oom-killed", "SIGKILL", "certain"
     elif fault is not None:
-        v.kind, v.signal, v.confidence = "crashed", _signal_name(fault), "likely"
+        v.kind, v.signal, v.confidence = "crashed", signal_name(fault), "likely"
     elif image.flags & _ring.FLAG_SIGTERM:
         v.kind, v.signal, v.confidence = "killed", "SIGTERM", "likely"
     elif image.exception:
@@ -241,7 +241,7 @@ def crash_signal(crash_text: str | None) -> int | None:
     return None
 
 
-def _signal_name(number: int) -> str:
+def signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
     except ValueError:
@@ -272,7 +272,7 @@ def decode_verdict(word: int, image: _reader.RingImage) -> Verdict | None:
     v.kind = KINDS[kind] if kind < len(KINDS) else "unknown"
     v.confidence = CONFIDENCES[confidence] if confidence < len(CONFIDENCES) else "unknown"
     sig = word >> 16 & 0xFF
-    v.signal = _signal_name(sig) if sig else None
+    v.signal = signal_name(sig) if sig else None
     v.exit_code = word >> 32 & 0xFF if word >> 24 & 1 else None
     v.clean = bool(word >> 25 & 1)
     source = word >> 40 & 0xFF

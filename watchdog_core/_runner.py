@@ -25,7 +25,7 @@ from typing import Literal
 from . import _ring, _shm
 from ._attribution import KMSG_SETTLE
 from ._config import SessionConfig
-from ._death import ExitStatus
+from ._death import ExitStatus, signal_name
 from ._tree import TREE_CGROUP_PREFIX, DescendantDeath, Tree, TreeCgroup, oom_group_warning
 
 TYPE_CHECKING = False
@@ -534,7 +534,7 @@ class Runner:
         watcher = self.watcher
         assert watcher is not None
         kind, confidence, evidence = self._judge_descendant(watcher, death)
-        exit = HostExit(kind=kind, signal=_signal_name(death.signal), evidence=evidence,
+        exit = HostExit(kind=kind, signal=signal_name(death.signal), evidence=evidence,
                         confidence=confidence)
         rss = death.rss
         line = watcher.oom.kernel.lines.get(death.pid)
@@ -567,7 +567,7 @@ class Runner:
         from ._death import CRASH_SIGNALS, SOURCE_TEXT
 
         evidence = [f"{SOURCE_TEXT.get(death.source, death.source)}: killed by "
-                    f"{_signal_name(death.signal)}"]
+                    f"{signal_name(death.signal)}"]
         if death.signal in CRASH_SIGNALS:
             return "crashed", "certain", evidence
         oom = watcher.oom
@@ -759,13 +759,6 @@ def _drain(fd: int) -> None:
             pass
     except OSError:
         pass
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"SIG{number}"
 
 
 def run(config: SessionConfig, argv: list[str], *, tree_cgroup: bool = True) -> int:

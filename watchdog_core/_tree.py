@@ -26,6 +26,7 @@ import os
 import signal
 
 from . import _attribution, _limits, _procfs
+from ._death import CRASH_SIGNALS, exit_status
 
 MAX_PIDFDS = 256  # descendants watched for their death at once; beyond, only measured
 TREE_CGROUP_PREFIX = "watchdog-core-run-"
@@ -238,11 +239,9 @@ class DescendantDeath:
         """Killed outright (SIGKILL: the OOM killer, a supervisor's timeout) or crashed.
         A SIGTERM or an exit code is a process ending as its parent asked."""
         sig = self.signal
-        return sig == signal.SIGKILL or sig in _CRASH_SIGNALS
+        return sig == signal.SIGKILL or sig in CRASH_SIGNALS
 
 
-_CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE,
-                            signal.SIGILL, signal.SIGTRAP, signal.SIGSYS})
 
 
 class Tree:
@@ -321,8 +320,6 @@ class Tree:
         if d is None:
             return None
         self.known.pop(d.pid, None)
-        from ._death import exit_status
-
         status = self.reaped.pop(d.pid, None)
         source = "run"
         if status is None:
