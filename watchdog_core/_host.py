@@ -25,7 +25,7 @@ import sys
 import time
 import warnings
 
-from . import _config, _reader, _ring, _writer
+from . import _config, _procfs, _reader, _ring, _writer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -360,12 +360,7 @@ def _host_identity() -> tuple[int, str]:
         ticks = int(stat[stat.rindex(b")") + 2 :].split()[19])
     except (OSError, ValueError, IndexError):
         pass
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot_id = f.read().strip()
-    except OSError:
-        boot_id = ""
-    return ticks, boot_id
+    return ticks, _procfs.boot_id()
 
 
 def _disabled(config: _config.SessionConfig, reason: str, *, warn: bool = True) -> Watchdog:

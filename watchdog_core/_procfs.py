@@ -69,3 +69,14 @@ def _pread_all(fd: int) -> bytes:
         chunks.append(chunk)
         offset += len(chunk)
     return b"".join(chunks)
+
+
+def boot_id() -> str:
+    """This boot's id (/proc/sys/kernel/random/boot_id), "" where there is none: with a
+    pid and a start time, it names one process across pid reuse and reboots. Read once
+    per caller, so not through the descriptors kept open above."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""

@@ -19,18 +19,9 @@ from __future__ import annotations
 
 import os
 
-from . import _death, _reader, _ring, _shm
+from . import _death, _procfs, _reader, _ring, _shm
 from ._attribution import OomEvidence
 from ._report import RECOVERED_BY, DumpWriter
-
-
-def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
 
 Recovered = tuple[str, str | None, str]  # (segment, postmortem path or None, outcome)
 # Outcomes: "written" (a postmortem is on disk, the segment gone), "clean" (it had ended
@@ -92,7 +83,7 @@ def _recover_claimed(name: str, claim: int, dry_run: bool, *, quiet: bool = Fals
     words = buf.cast("Q")
     try:
         with _reader.RingImage(buf) as header:  # the header alone: no page is touched
-            if not header.features & _ring.FEATURE_LOCKS and header.boot_id == _boot_id():
+            if not header.features & _ring.FEATURE_LOCKS and header.boot_id == _procfs.boot_id():
                 return None  # made before rings had locks: no lock says whether it lives
             if header.features & _ring.FEATURE_RUN and _child_of_run_lives(header):
                 return None  # run was killed, its child was not: no orphan until it dies
@@ -113,7 +104,7 @@ def _child_of_run_lives(header: _reader.RingImage) -> bool:
     which can only say yes in the pid namespace the child runs in (docs/run.md)."""
     from ._attribution import read_proc_stat
 
-    if header.death_state != _ring.DEATH_ALIVE or header.boot_id != _boot_id():
+    if header.death_state != _ring.DEATH_ALIVE or header.boot_id != _procfs.boot_id():
         return False
     stat = read_proc_stat(header.host_pid)
     return stat is not None and not stat.ended and stat.start_ticks == header.host_start_ticks

@@ -22,7 +22,7 @@ import time
 from functools import partial
 from typing import Literal
 
-from . import _ring, _shm
+from . import _procfs, _ring, _shm
 from ._attribution import KMSG_SETTLE
 from ._config import SessionConfig
 from ._death import ExitStatus, signal_name
@@ -284,16 +284,11 @@ class Runner:
         writer = RingWriter(mapping, config.ring_slots)
         writer.lock_fd = host_lock
         stat = read_proc_stat(pid)
-        try:
-            with open("/proc/sys/kernel/random/boot_id") as f:
-                boot_id = f.read().strip()
-        except OSError:
-            boot_id = ""
         writer.init_header(
             session_id=config.session_id, host_pid=pid,
             host_start_ticks=stat.start_ticks if stat else 0,
             created_unix_ns=time.time_ns(), created_mono_ns=time.monotonic_ns(),
-            interval=config.interval, boot_id=boot_id,
+            interval=config.interval, boot_id=_procfs.boot_id(),
             diagnostics_dir=config.diagnostics_dir,
             config=ring_config,
             features=(_ring.FEATURE_LOCKS if _shm.LOCKS else 0) | _ring.FEATURE_RUN,
