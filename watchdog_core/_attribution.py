@@ -243,7 +243,7 @@ class OomWatch:
             self._resolved_at = now
             for source, path in self._counter_paths().items():
                 if self.paths.get(source) != path:
-                    value = _counter(path, "oom_kill")
+                    value = counter(path, "oom_kill")
                     if value is not None:
                         self.paths[source] = path
                         # The tree's cgroup was made empty for it: every kill counts.
@@ -251,7 +251,7 @@ class OomWatch:
                         if source != "vmstat":
                             self.alone.setdefault(source, True)
         # Every 2 s: the machine-wide counter (a large file) and who is in the cgroups
-        # (a fresh open each time, see _cgroup_pids). A worker that came and went in
+        # (a fresh open each time, see cgroup_pids). A worker that came and went in
         # between and was OOM-killed is still caught: its kill moved the counter while
         # the host lived.
         slow_due = now - self._vmstat_at >= 2.0
@@ -260,7 +260,7 @@ class OomWatch:
         for source, path in self.paths.items():
             if source == "vmstat" and not slow_due:
                 continue
-            value = _counter(path, "oom_kill")
+            value = counter(path, "oom_kill")
             if value is not None and value > self.before[source] and not self._being_killed():
                 self.earlier[source] = self.earlier.get(source, 0) + value - self.before[source]
                 self.before[source] = value
@@ -290,7 +290,7 @@ class OomWatch:
     def _holds_host_alone(self, cgroup_dir: str) -> bool:
         """True when the cgroup's processes are the host and this watchdog only: then
         an OOM kill counted there can only have been the host's."""
-        pids = _cgroup_pids(cgroup_dir)
+        pids = cgroup_pids(cgroup_dir)
         return pids is not None and self.host_pid in pids and pids <= {self.host_pid,
                                                                        os.getpid()}
 
@@ -301,7 +301,7 @@ class OomWatch:
         """After the death: nothing but this watchdog is left (or the host's zombie)."""
         if cgroup_dir == self.tree_dir:
             return True
-        pids = _cgroup_pids(cgroup_dir)
+        pids = cgroup_pids(cgroup_dir)
         return pids is not None and pids <= {self.host_pid, os.getpid()}
 
     def _counter_paths(self) -> dict[str, str]:
@@ -324,7 +324,7 @@ class OomWatch:
         """Source -> evidence line, for every counter that rose since the last sample."""
         out = {}
         for source, path in sorted(self.paths.items()):
-            now = _counter(path, "oom_kill")
+            now = counter(path, "oom_kill")
             if now is not None and now > self.before[source]:
                 out[source] = f"{source}: oom_kill {self.before[source]} -> {now}"
         return out
@@ -388,7 +388,7 @@ class OomWatch:
             self.kmsg_fd = -1
 
 
-def _cgroup_pids(cgroup_dir: str) -> set[int] | None:
+def cgroup_pids(cgroup_dir: str) -> set[int] | None:
     # Opened afresh every time: cgroup v1 keeps the pid list of an open cgroup.procs
     # and reuses it while it is read again within a second, so a kept descriptor would
     # never see a newcomer.
@@ -446,7 +446,8 @@ def _open_kmsg_at_end() -> int:
     return fd
 
 
-def _counter(path: str, key: str) -> int | None:
+def counter(path: str, key: str) -> int | None:
+    """The number on the ``key`` line of a cgroup's or /proc's ``key value`` file."""
     text = _procfs.read_text(path)
     for line in (text or "").splitlines():
         name, _, value = line.partition(" ")

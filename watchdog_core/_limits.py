@@ -168,14 +168,28 @@ class CgroupLimit:
 
     def usage(self) -> LimitPair:
         """Working set now: usage minus inactive file cache (what the kubelet evicts on)."""
-        stat = _stat_fields(_read(os.path.join(self.directory, "memory.stat")))
-        if self.source == "cgroup-v2":
-            current = _read_int(os.path.join(self.directory, "memory.current")) or 0
-            inactive = stat.get("inactive_file", 0)
-        else:
-            current = _read_int(os.path.join(self.directory, "memory.usage_in_bytes")) or 0
-            inactive = stat.get("total_inactive_file", stat.get("inactive_file", 0))
-        return LimitPair(self.source, max(0, current - inactive), self.limit, self.detail)
+        memory = cgroup_memory(self.directory, v2=self.source == "cgroup-v2")
+        return LimitPair(self.source, memory[0] if memory else 0, self.limit, self.detail)
+
+
+def cgroup_memory(directory: str, *, v2: bool) -> tuple[int, int] | None:
+    """(working set, anonymous memory) of one cgroup now, bytes: its usage less the
+    inactive file cache; None when the usage cannot be read."""
+    stat = _stat_fields(_read(os.path.join(directory, "memory.stat")))
+    raw = _read(os.path.join(directory, "memory.current" if v2 else "memory.usage_in_bytes"))
+    try:
+        current = int(raw) if raw is not None else None
+    except ValueError:
+        current = None
+    if current is None:
+        return None
+    if v2:
+        inactive, anon = stat.get("inactive_file", 0), stat.get("anon")
+    else:
+        inactive = stat.get("total_inactive_file", stat.get("inactive_file", 0))
+        anon = stat.get("total_rss", stat.get("rss"))
+    working = max(0, current - inactive)
+    return working, anon if anon is not None else working
 
 
 def cgroup_limits(root: str = "/", pid: int | str = "self",

@@ -422,7 +422,7 @@ class Runner:
                         watcher._guarded(partial(self._descendant_ended, death))
             status = self.status or 0
             host_killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-            if self._tree_kills_unseen(tree):
+            if tree.cgroup is not None and tree.cgroup.oom_kills() > self.tree_kills_seen:
                 time.sleep(KMSG_SETTLE)  # the kernel prints its line just after the kill
                 watcher._guarded(partial(self._unseen_kills, host_killed))
             watcher.death.parent_status = ExitStatus(self.status, "run")
@@ -558,7 +558,6 @@ class Runner:
                           ) -> tuple[Literal["oom-killed", "crashed", "killed"],
                                      Literal["certain", "likely"], list[str]]:
         """(kind, confidence, evidence) of a descendant killed or crashed."""
-        from ._attribution import _counter
         from ._death import CRASH_SIGNALS, SOURCE_TEXT
 
         evidence = [f"{SOURCE_TEXT.get(death.source, death.source)}: killed by "
@@ -568,9 +567,7 @@ class Runner:
         oom = watcher.oom
         suffix = self._tree_suffix(watcher)
         tree = watcher.probe.tree
-        kills = 0
-        if tree is not None and tree.cgroup is not None:
-            kills = _counter(tree.cgroup.oom_counter, "oom_kill") or 0
+        kills = tree.cgroup.oom_kills() if tree is not None and tree.cgroup else 0
         oom.read_kernel_log()
         log = oom.kernel
         if death.pid not in log.others and kills > self.tree_kills_seen and log.readable:
@@ -596,18 +593,12 @@ class Runner:
                         "an OOM kill from another SIGKILL")
         return "killed", "likely", evidence
 
-    def _tree_kills_unseen(self, tree: Tree) -> bool:
-        from ._attribution import _counter
-
-        return tree.cgroup is not None and (
-            _counter(tree.cgroup.oom_counter, "oom_kill") or 0) > self.tree_kills_seen
-
     def _unseen_kills(self, host_killed: bool = False) -> None:
         """OOM kills in the tree's cgroup that no process seen at a sample explains: one
         born and killed between two samples (a `make` job that balloons in 50 ms). The
         kernel's log names it where it can be read. ``host_killed``: the child itself
         died of SIGKILL just now; its kill is its own postmortem's."""
-        from ._attribution import _counter, killed_process
+        from ._attribution import killed_process
         from ._diagnostics import Descendant, HostExit
 
         watcher = self.watcher
@@ -616,7 +607,7 @@ class Runner:
         suffix = self._tree_suffix(watcher)
         if tree is None or tree.cgroup is None or suffix is None:
             return
-        kills = _counter(tree.cgroup.oom_counter, "oom_kill") or 0
+        kills = tree.cgroup.oom_kills()
         if kills <= self.tree_kills_seen:
             return
         oom = watcher.oom

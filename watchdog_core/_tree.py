@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import signal
 
-from . import _attribution, _limits, _procfs
+from . import _attribution, _limits
 from ._death import CRASH_SIGNALS, exit_status
 
 MAX_PIDFDS = 256  # descendants watched for their death at once; beyond, only measured
@@ -87,7 +87,7 @@ class TreeCgroup:
         controllers = (_read(os.path.join(own, "cgroup.controllers")) or "").split()
         if "memory" not in controllers:
             return None, f"the memory controller is not delegated to {own}"
-        procs = _pids(own)
+        procs = _attribution.cgroup_pids(own)
         if procs is None or procs - {os.getpid()}:
             return None, f"other processes share run's cgroup {own}"
         sweep(own)
@@ -113,28 +113,16 @@ class TreeCgroup:
         _write(os.path.join(self.directory, "cgroup.procs"), str(pid))
 
     def pids(self) -> set[int] | None:
-        return _pids(self.directory)
+        return _attribution.cgroup_pids(self.directory)
 
     def usage(self) -> tuple[int, int] | None:
         """(working set, anonymous memory) of the tree now, bytes."""
-        stat = _stat(os.path.join(self.directory, "memory.stat"))
-        if self.version == "v2":
-            current = _read_int(os.path.join(self.directory, "memory.current"))
-            inactive, anon = stat.get("inactive_file", 0), stat.get("anon")
-        else:
-            current = _read_int(os.path.join(self.directory, "memory.usage_in_bytes"))
-            inactive = stat.get("total_inactive_file", stat.get("inactive_file", 0))
-            anon = stat.get("total_rss", stat.get("rss"))
-        if current is None:
-            return None
-        working = max(0, current - inactive)
-        return working, anon if anon is not None else working
+        return _limits.cgroup_memory(self.directory, v2=self.version == "v2")
 
-    @property
-    def oom_counter(self) -> str:
-        """The file whose ``oom_kill`` line counts the tree's OOM kills."""
+    def oom_kills(self) -> int:
+        """The OOM kills the kernel counted in the tree's cgroup (it was made empty)."""
         name = "memory.events" if self.version == "v2" else "memory.oom_control"
-        return os.path.join(self.directory, name)
+        return _attribution.counter(os.path.join(self.directory, name), "oom_kill") or 0
 
     def remove(self) -> None:
         """Move whatever is left (daemons the tree started) to ``run``'s own cgroup,
@@ -368,34 +356,6 @@ def _name_and_rss(pid: int) -> tuple[str, int] | None:
         # Field 24 overall, rss in pages, is index 21 after "pid (comm)".
         return raw[left + 1 : right].decode("utf-8", "replace"), int(fields[21]) * PAGE_SIZE
     except (OSError, ValueError, IndexError):
-        return None
-
-
-def _pids(directory: str) -> set[int] | None:
-    # Read afresh: cgroup v1 reuses the pid list of an open cgroup.procs (_attribution).
-    raw = _read(os.path.join(directory, "cgroup.procs"))
-    if raw is None:
-        return None
-    try:
-        return {int(p) for p in raw.split()}
-    except ValueError:
-        return None
-
-
-def _stat(path: str) -> dict[str, int]:
-    out = {}
-    for line in (_procfs.read_text(path) or "").splitlines():
-        key, _, value = line.partition(" ")
-        if value.strip().isdigit():
-            out[key] = int(value)
-    return out
-
-
-def _read_int(path: str) -> int | None:
-    text = _procfs.read_text(path)
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
         return None
 
 
