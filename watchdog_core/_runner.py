@@ -451,22 +451,12 @@ class Runner:
         """The Python child called start_watchdog() and took our offer: its stats and
         marks go into the ring from now on, and the settings it merged into the header
         apply (the tightest limits win; hang detection is its to ask for)."""
-        from ._hang import HangDetector
-        from ._levels import LevelGrader
         from ._reader import RingImage
 
         watcher = self.watcher
         assert watcher is not None
         with RingImage(watcher.buf) as image:
-            config = image.config
-        watcher.config = config
-        watcher.grading.config = config
-        watcher.grading.grader = LevelGrader(config.soft, config.hard, config.critical)
-        watcher.writer.soft, watcher.writer.hard = config.soft, config.hard
-        watcher.writer.critical = config.critical
-        watcher.hang = HangDetector(config.hang_after, config.idle_after)
-        watcher.files = type(watcher.files)(watcher.header.session_id, watcher.host_pid,
-                                            int(watcher.words[_ring.W_NONCE]))
+            watcher.reconfigure(image.config)
 
     def _reap(self, tree: Tree | None) -> list[DescendantDeath]:
         """Reap every child that has ended (as PID 1, every orphan of the container);

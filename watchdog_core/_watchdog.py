@@ -23,7 +23,7 @@ from ._diagnostics import Descendant, Responsiveness
 from ._extras import CriticalExtras
 from ._grading import Grading, Reading
 from ._hang import HangDetector, collect_stacks, stack_signal_refusal
-from ._levels import PressureLevel
+from ._levels import LevelGrader, PressureLevel
 from ._report import DumpWriter, say
 from ._sampling import HostProbe, HostSample, SystemProbe
 
@@ -93,6 +93,16 @@ class Watcher:
         self.last_activity = time.monotonic()
         self.checked_level = PressureLevel.NORMAL  # level at the last pressure-dump check
         self.faults: set[str] = set()
+
+    def reconfigure(self, config: _ring.RingConfig) -> None:
+        """Grade by ``config`` from now on: the settings a Python child merged into the
+        header when it joined ``watchdog-core run``'s ring (docs/run.md)."""
+        self.config = config
+        self.grading.config = config
+        self.grading.grader = LevelGrader(config.soft, config.hard, config.critical)
+        self.writer.soft, self.writer.hard = config.soft, config.hard
+        self.writer.critical = config.critical
+        self.hang = HangDetector(config.hang_after, config.idle_after)
 
     # -- sampling ---------------------------------------------------------------------
 
