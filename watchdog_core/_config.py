@@ -14,7 +14,7 @@ import os
 import sys
 import warnings
 
-from ._ring import EXTRAS
+from ._ring import EXTRAS, RingConfig
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -387,6 +387,17 @@ class SessionConfig:
         self.max_files, self.max_bytes = _retention(env, max_files, max_bytes)
         self.extras = check_extras(extras)
         self.tracemalloc_frames = check_tracemalloc_frames(tracemalloc_frames)
+
+    def ring_config(self, *, include_children: bool | None = None) -> RingConfig:
+        """These settings as the ring header keeps them for the watchdog (``run``
+        watches a whole tree: ``include_children=True``)."""
+        return RingConfig(self.soft, self.hard, self.critical, self.memory_limit,
+                          self.dump_cooldown, self.max_dumps_per_session, self.hang_after,
+                          self.idle_after,
+                          self.include_children if include_children is None
+                          else include_children,
+                          self.large_history_share, self.stack_signal, self.max_files,
+                          self.max_bytes, self.extras)
 
 
 def check_extras(value: object) -> tuple[str, ...]:

@@ -510,12 +510,7 @@ def start_watchdog(
             created_unix_ns=time.time_ns(), created_mono_ns=time.monotonic_ns(),
             interval=config.interval, boot_id=boot_id,
             diagnostics_dir=config.diagnostics_dir,
-            config=_ring.RingConfig(config.soft, config.hard, config.critical,
-                                    config.memory_limit, config.dump_cooldown,
-                                    config.max_dumps_per_session, config.hang_after,
-                                    config.idle_after, config.include_children,
-                                    config.large_history_share, config.stack_signal,
-                                    config.max_files, config.max_bytes, config.extras),
+            config=config.ring_config(),
             features=_ring.FEATURE_LOCKS if _shm.LOCKS else 0,
         )
         process = _spawn.spawn_watchdog(shm_name, config.suggestion)

@@ -240,12 +240,7 @@ class Runner:
         is refused before anything starts."""
         import struct
 
-        config = self.config
-        ring_config = _ring.RingConfig(
-            config.soft, config.hard, config.critical, config.memory_limit,
-            config.dump_cooldown, config.max_dumps_per_session, config.hang_after,
-            config.idle_after, True, config.large_history_share, config.stack_signal,
-            config.max_files, config.max_bytes, config.extras)
+        ring_config = self.config.ring_config(include_children=True)
         try:
             ring_config.pack()
         except struct.error as exc:
