@@ -95,7 +95,7 @@ class HostProbe:
                 s.alive = False
                 return s
         if self.tree is not None:
-            s.children_rss = self.tree.sample(s.t)
+            s.children_rss = self.tree.sample()
             usage = self.tree.usage()
             if usage is not None:  # the tree's own cgroup: shared pages counted once
                 s.rss, s.rss_anon = usage

@@ -200,12 +200,11 @@ def oom_group_warning() -> str | None:
 class Descendant:
     """One process of the tree, as last seen at a sample."""
 
-    __slots__ = ("pid", "name", "start_ticks", "pidfd", "rss", "seen_at")
+    __slots__ = ("pid", "name", "start_ticks", "pidfd", "rss")
 
     def __init__(self, pid: int, name: str, start_ticks: int, pidfd: int) -> None:
         self.pid, self.name, self.start_ticks, self.pidfd = pid, name, start_ticks, pidfd
         self.rss: int | None = None
-        self.seen_at = 0.0
 
 
 class DescendantDeath:
@@ -230,8 +229,6 @@ class DescendantDeath:
         return sig == signal.SIGKILL or sig in CRASH_SIGNALS
 
 
-
-
 class Tree:
     """The descendants of ``run`` (its child, the host, excluded) and their memory."""
 
@@ -249,7 +246,7 @@ class Tree:
     def usage(self) -> tuple[int, int] | None:
         return self.cgroup.usage() if self.cgroup is not None else None
 
-    def sample(self, t: float) -> int:
+    def sample(self) -> int:
         """Look at the tree now: new descendants get a pidfd; returns their summed RSS."""
         pids = self._pids()
         total = 0
@@ -263,7 +260,7 @@ class Tree:
                     continue
             seen = _name_and_rss(pid)
             if seen is not None:  # the name too: a shell's fork has exec'd since
-                d.name, d.rss, d.seen_at = seen[0], seen[1], t
+                d.name, d.rss = seen
                 total += seen[1]
         self._forget_vanished(pids)
         return total
