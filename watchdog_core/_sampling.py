@@ -13,6 +13,7 @@ import os
 import time
 
 from . import _limits, _procfs
+from ._attribution import read_proc_stat
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ class HostProbe:
     def expensive_sample(self) -> dict[str, int | float | None]:
         """USS, fds, CPU seconds: for dumps only (they cost the host)."""
         if self._proc_status:
-            return _proc_expensive(os.path.join(self.root, f"proc/{self.pid}"))
+            return _proc_expensive(self.root, self.pid)
         out: dict[str, int | float | None] = {"uss": None, "fds": None, "cpuSeconds": None}
         process = self._process
         if process is None:
@@ -223,9 +224,10 @@ def split_cmdline(data: str) -> list[str]:
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _proc_expensive(proc: str) -> dict[str, int | float | None]:
+def _proc_expensive(root: str, pid: int) -> dict[str, int | float | None]:
     """USS (the private pages of smaps_rollup, Linux 4.14+, else of smaps), open fds and
     CPU seconds from /proc: what psutil reads, without loading it."""
+    proc = os.path.join(root, f"proc/{pid}")
     out: dict[str, int | float | None] = {"uss": None, "fds": None, "cpuSeconds": None}
     # smaps_rollup fails for some live processes (ESRCH, ENOENT): psutil falls back to
     # the full smaps then, and so do we.
@@ -242,13 +244,9 @@ def _proc_expensive(proc: str) -> dict[str, int | float | None]:
         out["fds"] = len(os.listdir(os.path.join(proc, "fd")))
     except OSError:
         pass
-    try:
-        with open(os.path.join(proc, "stat"), "rb") as f:
-            raw = f.read()
-        fields = raw[raw.rindex(b")") + 2 :].split()
-        out["cpuSeconds"] = round((int(fields[11]) + int(fields[12])) / _CLOCK_TICKS, 3)
-    except (OSError, ValueError, IndexError):
-        pass
+    stat = read_proc_stat(pid, root)
+    if stat is not None:
+        out["cpuSeconds"] = round(stat.cpu_ticks / _CLOCK_TICKS, 3)
     return out
 
 
