@@ -223,7 +223,7 @@ class RingImage:
         """The newest ``last`` slots that read whole (all of them with ``None``), oldest
         first, and the number of torn slots met on the way.
 
-        The newest record is found from the sequence words alone (one strided pass);
+        The newest record is found from a few sequence words (``newest_index``);
         from it back, slot by slot, each is copied under its seqlock until ``last``
         are whole, so a dump copies one slot, not the ring. A torn slot (being written
         throughout the read, or with contents that cannot be right) is counted and
@@ -431,11 +431,31 @@ class Status:
 
 
 
-def newest_index(words: Sequence[int], slot_count: int) -> int:
+def newest_index(words: Sequence[int], slot_count: int, hint: int = -1) -> int:
     """The index of the newest complete-or-in-progress slot, -1 for an empty ring.
 
-    Cheap enough for the watchdog's every sample: one pass over the sequence words.
+    Cheap enough for the watchdog's every sample: record ``i`` is always in slot
+    ``i % slot_count``, so the slots' indices rise along the ring up to the newest and
+    drop after it, and a binary search finds it in a dozen reads. A scan of every
+    sequence word would touch every page of the ring at every sample, and keep all of
+    a mostly unwritten segment resident (1.3 MiB for 4096 slots, per session).
+    ``hint``, the newest index seen before, makes an unchanged ring two reads.
     """
-    top = max(words[HEADER_WORDS : HEADER_WORDS + slot_count * SLOT_WORDS : SLOT_WORDS],
-              default=0)
-    return (top + 1) // 2 - 1
+    def held(slot: int) -> int:  # the index slot ``slot`` holds, -1 if never written
+        return (words[HEADER_WORDS + slot * SLOT_WORDS] + 1) // 2 - 1
+
+    if hint >= 0 and held(hint % slot_count) == hint and (
+            held((hint + 1) % slot_count) <= hint):
+        return hint
+    first = held(0)
+    if first < 0:
+        return -1
+    # The last slot whose index is >= slot 0's: past it come the older lap's, or none.
+    low, high = 0, slot_count - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if held(middle) >= first:
+            low = middle
+        else:
+            high = middle - 1
+    return held(low)

@@ -159,6 +159,23 @@ def test_the_ring_wraps_and_keeps_the_newest() -> None:
     assert _reader.newest_index(wd._w.words, 16) == 99
 
 
+@pytest.mark.parametrize("slots", [1, 2, 3, 16, 17])
+def test_the_newest_index_is_found_at_every_fill_and_lap(slots: int) -> None:
+    # The binary search against the plain answer, with and without a hint of every age:
+    # empty, part full, exactly full, lapped once and many times, one in progress.
+    words = [0] * (_ring.HEADER_WORDS + slots * _ring.SLOT_WORDS)
+    for newest in range(-1, 5 * slots + 2):
+        if newest >= 0:
+            words[_ring.HEADER_WORDS + newest % slots * _ring.SLOT_WORDS] = 2 * newest + 2
+        for hint in {-1, newest - 1, newest, max(-1, newest - slots - 1)}:
+            assert _reader.newest_index(words, slots, hint=hint) == newest
+        if newest >= 0:  # the next one being written counts, as before
+            at = _ring.HEADER_WORDS + (newest + 1) % slots * _ring.SLOT_WORDS
+            kept, words[at] = words[at], 2 * (newest + 1) + 1
+            assert _reader.newest_index(words, slots, hint=newest) == newest + 1
+            words[at] = kept
+
+
 def test_a_slot_mid_write_is_torn_not_data() -> None:
     wd = handle()
     wd.record(a=1)
