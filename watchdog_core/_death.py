@@ -41,7 +41,7 @@ from ._safedir import private_file_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ._diagnostics import Diagnostics
+    from ._document import DumpDoc
     from ._report import DumpWriter
     from ._store import DiagnosticsDir as _Store
 
@@ -374,7 +374,7 @@ class Death:
     def written(self) -> None:
         self._advance(_ring.DEATH_WRITTEN)
 
-    def write(self, writer: DumpWriter, dump: Diagnostics, wall_ns: int,
+    def write(self, writer: DumpWriter, dump: DumpDoc, wall_ns: int,
               buf: memoryview) -> str | None:
         """judged -> written: the postmortem's first phase, the ring image beside it,
         then the complete version, each step noted in the header before the next.

@@ -348,29 +348,27 @@ class CriticalExtras:
     def _rewrite(self, files: dict[str, str], missing: dict[str, str]) -> bool:
         """The followed dump again, atomically, with these extras and notes in place of
         the ones before; True once on disk (or when there is no dump left to finish)."""
-        from ._diagnostics import load
+        from ._document import loads, to_json
         from ._report import say
 
         assert self.name is not None
         store = self.writer.store
-        raw = store.read_dump(self.name)
-        try:
-            dump = load(raw) if raw is not None else None
-        except ValueError:  # pydantic's ValidationError is a ValueError
-            dump = None
-        if dump is None:  # pruned or replaced by someone: nothing left to finish
-            self.name = None
+        dump = loads(store.read_dump(self.name))
+        extras, extras_missing = (dump.get("extras"), dump.get("extrasMissing")) if dump else (
+            None, None)
+        if dump is None or not isinstance(extras, dict) or not isinstance(extras_missing, dict):
+            self.name = None  # pruned or replaced by someone: nothing left to finish
             return True
-        before = (dict(dump.extras), dict(dump.extras_missing))
+        before = (dict(extras), dict(extras_missing))
         for name in self.wanted:
-            dump.extras.pop(name, None)
-            dump.extras_missing.pop(name, None)
-        dump.extras.update(files)
-        dump.extras_missing.update(missing)
-        if (dump.extras, dump.extras_missing) == before:
+            extras.pop(name, None)
+            extras_missing.pop(name, None)
+        extras.update(files)
+        extras_missing.update(missing)
+        if (extras, extras_missing) == before:
             return True  # a restarted watchdog finding it done already
         try:
-            store.replace(self.name, dump.to_json())
+            store.replace(self.name, to_json(dump))  # type: ignore[arg-type]
         except OSError as exc:
             if not self.failed:
                 self.failed = True

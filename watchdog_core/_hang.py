@@ -27,8 +27,12 @@ import time
 
 from . import _ring
 from ._attribution import read_proc_stat, signal_caught
-from ._diagnostics import Responsiveness
+from ._document import responsiveness
 from ._store import DiagnosticsDir
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._document import ResponsivenessDoc
 
 STACKS_WAIT = 2.0  # seconds to wait for faulthandler's stacks to land in the file
 STACKS_SETTLE = 0.05  # the file counts as complete once it stopped growing this long
@@ -91,7 +95,7 @@ class HangDetector:
         self.started = time.monotonic()
         self.unresponsive_since: float | None = None
         self.reason = "gil-held"
-        self.recovery: Responsiveness | None = None  # noted in the next dump, then cleared
+        self.recovery: ResponsivenessDoc | None = None  # noted in the next dump, then cleared
         self.main: MainThread | None = None  # hang_after, once the host published it
 
     @property
@@ -103,8 +107,8 @@ class HangDetector:
             self.main = MainThread(host_pid, tid, ident, self.hang_after)
 
     def check(self, heartbeat_ns: int, last_activity: float,
-              main_since_ns: int = 0) -> Responsiveness | None:
-        """Returns a Responsiveness when the host has just become unresponsive.
+              main_since_ns: int = 0) -> ResponsivenessDoc | None:
+        """Returns a ``responsiveness`` when the host has just become unresponsive.
 
         ``heartbeat_ns`` is the host's last CLOCK_MONOTONIC heartbeat (0 before the
         first); ``last_activity`` the monotonic time the newest record appeared;
@@ -128,19 +132,19 @@ class HangDetector:
             self.unresponsive_since = now
             self.reason = ("gil-held" if stale else "main-thread-stuck" if busy is not None
                            else "idle")
-            return Responsiveness(state="unresponsive", reason=self.reason,
+            return responsiveness("unresponsive", self.reason,
                                   main_thread=self.main.thread_id if self.main else None,
                                   main_thread_cpu=busy, heartbeat_age=round(heartbeat_age, 3),
                                   idle_seconds=round(idle, 3))
         if self.unresponsive_since is not None:
-            self.recovery = Responsiveness(
-                state="recovered", reason=self.reason,
+            self.recovery = responsiveness(
+                "recovered", self.reason,
                 heartbeat_age=round(heartbeat_age, 3), idle_seconds=round(idle, 3),
                 unresponsive_for=round(now - self.unresponsive_since, 3))
             self.unresponsive_since = None
         return None
 
-    def take_recovery(self) -> Responsiveness | None:
+    def take_recovery(self) -> ResponsivenessDoc | None:
         recovery, self.recovery = self.recovery, None
         return recovery
 

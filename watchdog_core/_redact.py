@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
 REDACTED = "<redacted>"
 
@@ -187,18 +186,27 @@ def _without_password(value: str) -> str:
 # -- code on the command line --------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class _Interpreter:
-    """How one family of interpreters reads its options, as far as finding the code needs."""
+    """How one family of interpreters reads its options, as far as finding the code needs.
 
-    code: frozenset[str]  # options whose value is source code: "c" (short), "--eval" (long)
-    value: frozenset[str] = frozenset()  # other options with a value: inline, or the next arg
-    inline: frozenset[str] = frozenset()  # options whose value can only be the rest of the cluster
-    code_is_operand: bool = False  # shells, node: ``-c`` is a switch, the code the next operand
-    # Options after which the rest of argv is the program's. Only for an interpreter whose
-    # every option is known (python): there the first operand (the script) ends them too. For
-    # the others a misread unknown option must not end the scan before the code.
-    ends: frozenset[str] = frozenset()
+    A plain class, not a dataclass: ``dataclasses`` brings ``inspect`` into the watchdog,
+    about 2 MiB of an idle watchdog's memory (docs/performance.md)."""
+
+    __slots__ = ("code", "value", "inline", "code_is_operand", "ends")
+
+    def __init__(self, *, code: frozenset[str], value: frozenset[str] = frozenset(),
+                 inline: frozenset[str] = frozenset(), code_is_operand: bool = False,
+                 ends: frozenset[str] = frozenset()) -> None:
+        self.code = code  # options whose value is source code: "c" (short), "--eval" (long)
+        self.value = value  # other options with a value: inline, or the next arg
+        self.inline = inline  # options whose value can only be the rest of the cluster
+        # Shells, node: ``-c`` is a switch, the code the next operand.
+        self.code_is_operand = code_is_operand
+        # Options after which the rest of argv is the program's. Only for an interpreter
+        # whose every option is known (python): there the first operand (the script) ends
+        # them too. For the others a misread unknown option must not end the scan before
+        # the code.
+        self.ends = ends
 
 
 _SHELL = _Interpreter(code=frozenset({"c"}), code_is_operand=True,

@@ -1,6 +1,7 @@
 """Building and writing dumps: pressure, manual and postmortem (docs/diagnostics.md).
 
-Every dump is written in two phases: first what is cheap, with
+Dumps are plain dicts written with the stdlib (``_document``): the watchdog never
+loads pydantic. Every dump is written in two phases: first what is cheap, with
 ``collectionComplete: false``, published under its unique name; then the
 enriched version replaces it atomically. A watchdog killed between the two
 still leaves a valid file.
@@ -14,21 +15,7 @@ import time
 from collections.abc import Callable
 
 from . import __version__, _levels, _reader
-from ._diagnostics import (
-    CodeFrame,
-    Descendant,
-    Diagnostics,
-    HostExit,
-    HostInfo,
-    MemoryInfo,
-    Responsiveness,
-    RingInfo,
-    RiskDetail,
-    Thresholds,
-    TimelinePoint,
-    WatchdogInfo,
-    load,
-)
+from ._document import SCHEMA_ID, host_exit, loads, to_json
 from ._grading import Reading, TimelineSample
 from ._levels import PressureLevel
 from ._redact import redact_argv
@@ -39,6 +26,16 @@ from ._store import DiagnosticsDir, dump_timestamp
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._death import Verdict
+    from ._document import (
+        CodeFrameDoc,
+        DescendantDoc,
+        DumpDoc,
+        HostExitDoc,
+        MemoryDoc,
+        ResponsivenessDoc,
+        RiskDoc,
+        TimelinePointDoc,
+    )
 
 MAX_TIMELINE_POINTS = 240
 # How a recoverer's note in a postmortem's evidence begins (``_recovery``): one such
@@ -80,9 +77,10 @@ class DumpWriter:
 
     def write_live(self, trigger: str, reading: Reading, image: _reader.RingImage,
                    timeline: list[TimelineSample], last_record_wall_ns: int,
-                   reason: str | None = None, responsiveness: Responsiveness | None = None,
+                   reason: str | None = None,
+                   responsiveness: ResponsivenessDoc | None = None,
                    stacks: Callable[[], str | None] | None = None,
-                   descendant: Descendant | None = None) -> str | None:
+                   descendant: DescendantDoc | None = None) -> str | None:
         """A pressure, manual or unresponsive dump of a living host; returns the file name.
 
         ``stacks`` is called after the first phase is on disk (asking the host for its
@@ -91,11 +89,12 @@ class DumpWriter:
         wall_ns = time.time_ns()
         dump = self._build(trigger, reading, image, timeline, wall_ns, last_record_wall_ns,
                            alive=True, exit=None, reason=reason)
-        dump.responsiveness = responsiveness
+        dump["responsiveness"] = responsiveness
         if descendant is not None:
-            dump.descendant = descendant
-            dump.suggestion = self._suggestion(dump.level, trigger, dump.memory.limit_source,
-                                               descendant.exit.kind)
+            dump["descendant"] = descendant
+            dump["suggestion"] = self._suggestion(dump["level"], trigger,
+                                                  dump["memory"]["limitSource"],
+                                                  descendant["exit"]["kind"])
         name = self._publish(dump, wall_ns)
         if name is None:
             return None
@@ -105,18 +104,19 @@ class DumpWriter:
                 sibling = name[: -len(".json")] + ".stacks.txt"
                 try:
                     self.store.write_new(sibling, text.encode())
-                    dump.extras["stacks"] = sibling
+                    dump["extras"]["stacks"] = sibling
                 except OSError as exc:
                     self._report_once("stacks", f"cannot save the stacks {sibling}: {exc}")
         extra: dict[str, int | float | None] = (
             self.probe.expensive_sample() if self.probe is not None else {})
         uss, fds, cpu = extra.get("uss"), extra.get("fds"), extra.get("cpuSeconds")
-        dump.memory.uss = int(uss) if uss is not None else None
-        dump.host.fds = int(fds) if fds is not None else None
-        dump.host.cpu_seconds = cpu
-        dump.risk_details = self._risks(reading, dump.session, fds=dump.host.fds)
-        dump.risks = [r.id for r in dump.risk_details]
-        dump.collection_complete = True
+        dump["memory"]["uss"] = int(uss) if uss is not None else None
+        dump["host"]["fds"] = int(fds) if fds is not None else None
+        dump["host"]["cpuSeconds"] = cpu
+        risks = self._risks(reading, dump["session"], fds=dump["host"]["fds"])
+        dump["riskDetails"] = risks
+        dump["risks"] = [r["id"] for r in risks]
+        dump["collectionComplete"] = True
         self._replace(name, dump)
         self.prune(keep=name)
         return name
@@ -126,7 +126,7 @@ class DumpWriter:
                    last_record_wall_ns: int, *, crash_text: str | None = None,
                    frames_text: str | None = None,
                    trigger: str = "host-died", status: _reader.Status | None = None,
-                   ) -> tuple[Diagnostics, int]:
+                   ) -> tuple[DumpDoc, int]:
         """The dead host's postmortem, built but not written: (dump, wall-clock ns).
 
         ``_death`` drives the writing one step at a time (``publish``, ``save_ring``,
@@ -138,22 +138,23 @@ class DumpWriter:
         if verdict.exception and not frames:
             evidence.append("the exception's frames were not saved beside the dumps (no "
                             "folder, or a full disk, when it was raised)")
-        host_exit = HostExit(kind=verdict.kind, signal=verdict.signal,
-                             exit_code=verdict.exit_code, exception=verdict.exception,
-                             evidence=evidence, confidence=verdict.confidence,
-                             frames=frames, frames_omitted=omitted)
+        exit = host_exit(verdict.kind, signal=verdict.signal, exit_code=verdict.exit_code,
+                         exception=verdict.exception, evidence=evidence,
+                         confidence=verdict.confidence, frames=frames,
+                         frames_omitted=omitted)
         dump = self._build(trigger, reading, image, timeline, wall_ns, last_record_wall_ns,
-                           alive=False, exit=host_exit)
-        dump.crash_traceback = crash_text or None
+                           alive=False, exit=exit)
+        dump["crashTraceback"] = crash_text or None
         if reading is None and status is not None:  # an orphan: its last status block
-            dump.memory = _memory_from_status(status)
-            dump.level = status.level  # type: ignore[assignment]
-        dump.suggestion = self._suggestion(dump.level, trigger, dump.memory.limit_source,
-                                           verdict.kind, dump.memory.heap_limit,
-                                           verdict.confidence)
+            dump["memory"] = _memory_from_status(status)
+            dump["level"] = status.level
+        memory = dump["memory"]
+        dump["suggestion"] = self._suggestion(dump["level"], trigger, memory["limitSource"],
+                                              verdict.kind, memory["heapLimit"],
+                                              verdict.confidence)
         return dump, wall_ns
 
-    def publish(self, dump: Diagnostics, wall_ns: int) -> str | None:
+    def publish(self, dump: DumpDoc, wall_ns: int) -> str | None:
         """Phase one: the dump under its unique name; None (said once) if it failed."""
         return self._publish(dump, wall_ns)
 
@@ -170,11 +171,11 @@ class DumpWriter:
             return False
         return True
 
-    def complete(self, name: str, dump: Diagnostics, ring_saved: bool) -> bool:
+    def complete(self, name: str, dump: DumpDoc, ring_saved: bool) -> bool:
         """Phase two: the complete dump replaces the first; retention runs after."""
         if ring_saved:
-            dump.ring.file = name[: -len(".json")] + ".ring"
-        dump.collection_complete = ring_saved
+            dump["ring"]["file"] = name[: -len(".json")] + ".ring"
+        dump["collectionComplete"] = ring_saved
         if not self._replace(name, dump):
             return False
         self.prune(keep=name)
@@ -188,23 +189,24 @@ class DumpWriter:
 
         A note of an earlier try (one starting ``RECOVERED_BY``) is replaced, not added
         to: every new watchdog and every ``gc`` retries while the ring does not fit."""
-        raw = self.store.read_dump(name)
-        if raw is None:
+        dump = loads(self.store.read_dump(name))
+        host = dump.get("host") if dump is not None else None
+        if dump is None or not isinstance(host, dict) or not isinstance(dump.get("ring"), dict):
             return None
-        try:
-            dump = load(raw)
-        except ValueError:  # pydantic's ValidationError is a ValueError
-            return None
-        if dump.host.exit is not None:
-            evidence = dump.host.exit.evidence
-            earlier = [i for i, line in enumerate(evidence) if line.startswith(RECOVERED_BY)]
+        exit = host.get("exit")
+        if isinstance(exit, dict) and isinstance(exit.get("evidence"), list):
+            evidence = exit["evidence"]
+            earlier = [i for i, line in enumerate(evidence)
+                       if isinstance(line, str) and line.startswith(RECOVERED_BY)]
             for i in reversed(earlier[1:]):  # a file grown by an older version: one is enough
                 del evidence[i]
             if earlier:
                 evidence[earlier[0]] = note
             else:
                 evidence.append(note)
-        return self.complete(name, dump, self.save_ring(name, image_bytes))
+        # Checked enough for what is changed here: the rest is written back as it was.
+        return self.complete(name, dump,  # type: ignore[arg-type]
+                             self.save_ring(name, image_bytes))
 
     def prune(self, keep: str | None = None) -> None:
         """Retention after a dump, under the directory's lock; never ``keep``."""
@@ -217,8 +219,8 @@ class DumpWriter:
 
     def _build(self, trigger: str, reading: Reading | None, image: _reader.RingImage,
                timeline: list[TimelineSample], wall_ns: int,
-               last_record_wall_ns: int, *, alive: bool, exit: HostExit | None,
-               reason: str | None = None) -> Diagnostics:
+               last_record_wall_ns: int, *, alive: bool, exit: HostExitDoc | None,
+               reason: str | None = None) -> DumpDoc:
         slots, torn = image.slots(last=1)
         newest = slots[-1] if slots else None
         records = newest.index + 1 if newest else 0
@@ -228,49 +230,58 @@ class DumpWriter:
         risks = self._risks(reading, session) if reading else []
         age = ((wall_ns - last_record_wall_ns) / 1e9
                if last_record_wall_ns and records else None)
-        return Diagnostics(
-            timestamp=dump_timestamp(wall_ns)[1],
-            session_id=self.session_id,
-            trigger=trigger,
-            reason=reason if trigger == "manual" else None,
-            level=level.label,
-            collection_complete=False,
-            memory=memory,
-            thresholds=Thresholds(soft=self.soft, hard=self.hard, critical=self.critical),
-            session=session,
-            last_activity=image.last_label,
-            host=HostInfo(pid=self.host_pid, python=self.python, argv=self.argv, alive=alive,
-                          exit=exit, threads=reading.host.threads if reading else None),
-            risks=[r.id for r in risks],
-            risk_details=risks,
-            suggestion=self._suggestion(level.label, trigger, memory.limit_source),
-            timeline=_timeline_points(timeline),
-            ring=RingInfo(file=None, slots=self.slots, records=records, torn=torn,
-                          last_record_age=round(age, 3) if age is not None else None,
-                          corrupt=self.ring_corrupt),
-            watchdog=WatchdogInfo(pid=os.getpid(), version=__version__, interval=self.interval),
-        )
+        # The keys in the order of the schema's fields (_diagnostics.Diagnostics).
+        return {
+            "schema": SCHEMA_ID,
+            "timestamp": dump_timestamp(wall_ns)[1],
+            "sessionId": self.session_id,
+            "trigger": trigger,
+            "reason": reason if trigger == "manual" else None,
+            "level": level.label,
+            "collectionComplete": False,
+            "memory": memory,
+            "thresholds": {"soft": self.soft, "hard": self.hard, "critical": self.critical},
+            "session": session,
+            "lastActivity": image.last_label,
+            "host": {"pid": self.host_pid, "python": self.python, "argv": self.argv,
+                     "alive": alive, "exit": exit,
+                     "threads": reading.host.threads if reading else None,
+                     "fds": None, "cpuSeconds": None},
+            "risks": [r["id"] for r in risks],
+            "riskDetails": risks,
+            "suggestion": self._suggestion(level.label, trigger, memory["limitSource"]),
+            "timeline": _timeline_points(timeline),
+            "crashTraceback": None,
+            "responsiveness": None,
+            "descendant": None,
+            "ring": {"file": None, "slots": self.slots, "records": records, "torn": torn,
+                     "corrupt": self.ring_corrupt,
+                     "lastRecordAge": round(age, 3) if age is not None else None},
+            "watchdog": {"pid": os.getpid(), "version": __version__,
+                         "interval": self.interval},
+            "extras": {},
+            "extrasMissing": {},
+        }
 
-    def _memory(self, reading: Reading | None) -> MemoryInfo:
+    def _memory(self, reading: Reading | None) -> MemoryDoc:
+        measure = self.probe.measure if self.probe is not None else None
         if reading is None:
-            return MemoryInfo(rss=None, heap_used=None, heap_limit=None, ratio=0.0,
-                              limit_source="none",
-                              measure=self.probe.measure if self.probe is not None else None)
+            return _memory_doc(rss=None, heap_used=None, heap_limit=None, ratio=0.0,
+                               limit_source="none", measure=measure)
         e = reading.effective
-        return MemoryInfo(
+        return _memory_doc(
             rss=reading.host.rss, heap_used=reading.host.rss_anon, heap_limit=e.limit,
             ratio=round(e.ratio, 4), limit_source=e.source, vms=reading.host.vms,
             swap=reading.host.swap, system_available=reading.system_available,
-            psi_some_avg10=reading.psi.get("some"), psi_full_avg10=reading.psi.get("full"),
-            growth_bytes_per_second=round(reading.growth, 1),
+            psi_some=reading.psi.get("some"), psi_full=reading.psi.get("full"),
+            growth=round(reading.growth, 1),
             seconds_to_limit=(round(reading.seconds_to_limit, 1)
                               if reading.seconds_to_limit is not None else None),
-            limits={p.source: p.limit for p in e.pairs},
-            measure=self.probe.measure if self.probe is not None else None,
+            limits={p.source: p.limit for p in e.pairs}, measure=measure,
         )
 
     def _risks(self, reading: Reading | None, session: dict[str, int | float],
-               fds: int | None = None) -> list[RiskDetail]:
+               fds: int | None = None) -> list[RiskDoc]:
         if reading is None:
             return []
         risks = _levels.assess_risks(
@@ -281,8 +292,8 @@ class DumpWriter:
             psi_some_avg10=reading.psi.get("some"), history_share=self.history_share,
             leak_bytes_per_hour=reading.leak_bytes_per_hour,
         )
-        return [RiskDetail(id=r.id, severity=r.severity, message=r.message, value=r.value,
-                           threshold=r.threshold) for r in risks]
+        return [{"id": r.id, "severity": r.severity, "message": r.message,
+                 "value": r.value, "threshold": r.threshold} for r in risks]
 
     def _suggestion(self, level: str, trigger: str, limit_source: str,
                     exit_kind: str | None = None, limit: int | None = None,
@@ -294,9 +305,9 @@ class DumpWriter:
 
     # -- writing -----------------------------------------------------------------------
 
-    def _publish(self, dump: Diagnostics, wall_ns: int) -> str | None:
+    def _publish(self, dump: DumpDoc, wall_ns: int) -> str | None:
         try:
-            name = self.store.publish(self.session_id, wall_ns, dump.to_json())
+            name = self.store.publish(self.session_id, wall_ns, to_json(dump))
         except OSError as exc:  # StoreError included
             self.refused = isinstance(exc, UnsafeDirectoryError)
             self._report_once("publish", f"cannot write diagnostics to {self.store.path}: "
@@ -306,9 +317,9 @@ class DumpWriter:
         self._reported.discard("publish")  # a later failure is news again
         return name
 
-    def _replace(self, name: str, dump: Diagnostics) -> bool:
+    def _replace(self, name: str, dump: DumpDoc) -> bool:
         try:
-            self.store.replace(name, dump.to_json())
+            self.store.replace(name, to_json(dump))
         except OSError as exc:
             self._report_once("replace", f"cannot complete {name}: {exc}")
             self.store.close()
@@ -322,12 +333,24 @@ class DumpWriter:
             say(message)
 
 
-def _memory_from_status(status: _reader.Status) -> MemoryInfo:
-    return MemoryInfo(
+def _memory_doc(*, rss: int | None, heap_used: int | None, heap_limit: int | None,
+                ratio: float, limit_source: str, vms: int = 0, swap: int = 0,
+                system_available: int | None = None, psi_some: float | None = None,
+                psi_full: float | None = None, growth: float = 0.0,
+                seconds_to_limit: float | None = None, limits: dict[str, int] | None = None,
+                measure: str | None = None) -> MemoryDoc:
+    return {"rss": rss, "heapUsed": heap_used, "heapLimit": heap_limit, "ratio": ratio,
+            "limitSource": limit_source, "vms": vms, "uss": None, "swap": swap,
+            "systemAvailable": system_available, "psiSomeAvg10": psi_some,
+            "psiFullAvg10": psi_full, "growthBytesPerSecond": growth,
+            "secondsToLimit": seconds_to_limit, "limits": limits or {}, "measure": measure}
+
+
+def _memory_from_status(status: _reader.Status) -> MemoryDoc:
+    return _memory_doc(
         rss=status.rss, heap_used=status.heap_used, heap_limit=status.heap_limit,
         ratio=round(status.ratio, 4), limit_source=status.limit_source,
-        growth_bytes_per_second=round(status.growth, 1),
-        seconds_to_limit=status.seconds_to_limit,
+        growth=round(status.growth, 1), seconds_to_limit=status.seconds_to_limit,
     )
 
 
@@ -349,11 +372,12 @@ def _count(text: str) -> int:
     return int(text) if text.isdigit() and len(text) < 10 else 0
 
 
-def parse_frames(text: str | None) -> tuple[list[CodeFrame], int]:
+def parse_frames(text: str | None) -> tuple[list[CodeFrameDoc], int]:
     """The host's exception file (``line<TAB>function<TAB>file`` per frame, outermost
     first; ``# N frames omitted`` first when it was cut) as (frames, omitted). A line
     that does not parse is skipped."""
-    frames, omitted = [], 0
+    frames: list[CodeFrameDoc] = []
+    omitted = 0
     for line in (text or "").splitlines():
         parts = line.split("\t", 2)
         if line.startswith("# ") and line.endswith(" frames omitted"):
@@ -363,12 +387,11 @@ def parse_frames(text: str | None) -> tuple[list[CodeFrame], int]:
         if line.startswith("#") or len(parts) != 3:
             continue
         lineno, function, file = parts
-        frames.append(CodeFrame(file=file, line=_count(lineno) or None,
-                                function=function))
+        frames.append({"file": file, "line": _count(lineno) or None, "function": function})
     return frames, omitted
 
 
-def _timeline_points(timeline: list[TimelineSample]) -> list[TimelinePoint]:
+def _timeline_points(timeline: list[TimelineSample]) -> list[TimelinePointDoc]:
     # MAX_TIMELINE_POINTS evenly spread, the oldest and the newest kept (241 samples
     # make 240 points, not the 121 of every second one).
     n, most = len(timeline), MAX_TIMELINE_POINTS
@@ -376,9 +399,14 @@ def _timeline_points(timeline: list[TimelineSample]) -> list[TimelinePoint]:
                                          for i in range(most)]
     # A label goes on the first point that saw it (the first point: the label then), so
     # a mark made between two kept points lands on the later one.
-    return [TimelinePoint(t=round(t, 3), rss=rss, ratio=round(ratio, 4),
-                          mark=label if i == 0 or label != picked[i - 1][3] else None)
-            for i, (t, rss, ratio, label) in enumerate(picked)]
+    # A point without a mark has no "mark" key: most have none.
+    points: list[TimelinePointDoc] = []
+    for i, (t, rss, ratio, label) in enumerate(picked):
+        point: TimelinePointDoc = {"t": round(t, 3), "rss": rss, "ratio": round(ratio, 4)}
+        if label is not None and (i == 0 or label != picked[i - 1][3]):
+            point["mark"] = label
+        points.append(point)
+    return points
 
 
 def _python_version() -> str:

@@ -30,7 +30,7 @@ from ._tree import TREE_CGROUP_PREFIX, DescendantDeath, Tree, TreeCgroup, oom_gr
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ._diagnostics import Descendant
+    from ._document import DescendantDoc
     from ._watchdog import Watcher
     from ._writer import RingWriter
 
@@ -506,7 +506,7 @@ class Runner:
         """A process of the tree ended while the child lives: a dump of its own when it
         was killed outright or crashed, within the session's dump budget."""
         from ._attribution import killed_process
-        from ._diagnostics import Descendant, HostExit
+        from ._document import descendant, host_exit
 
         if not death.worth_a_dump or death.pid in self.told:
             return
@@ -514,16 +514,15 @@ class Runner:
         watcher = self.watcher
         assert watcher is not None
         kind, confidence, evidence = self._judge_descendant(watcher, death)
-        exit = HostExit(kind=kind, signal=signal_name(death.signal), evidence=evidence,
-                        confidence=confidence)
+        exit = host_exit(kind, signal=signal_name(death.signal), evidence=evidence,
+                         confidence=confidence)
         rss = death.rss
         line = watcher.oom.kernel.lines.get(death.pid)
         if line:  # the kernel's figure is from the moment of the kill, not a sample before
             rss = max(rss or 0, killed_process(line)[1] or 0)
-        self._dump_descendant(watcher, Descendant(pid=death.pid, name=death.name,
-                                                  rss=rss, exit=exit))
+        self._dump_descendant(watcher, descendant(death.pid, death.name, rss, exit))
 
-    def _dump_descendant(self, watcher: Watcher, descendant: Descendant) -> None:
+    def _dump_descendant(self, watcher: Watcher, descendant: DescendantDoc) -> None:
         if self.descendant_dumps >= self.config.max_dumps_per_session:
             self.descendants_skipped += 1
             return
@@ -584,7 +583,7 @@ class Runner:
         kernel's log names it where it can be read. ``host_killed``: the child itself
         died of SIGKILL just now; its kill is its own postmortem's."""
         from ._attribution import killed_process
-        from ._diagnostics import Descendant, HostExit
+        from ._document import descendant, host_exit
 
         watcher = self.watcher
         assert watcher is not None
@@ -611,9 +610,9 @@ class Runner:
                 self.told.add(pid)
                 self.tree_kills_seen += 1
                 name, rss = killed_process(log.lines.get(pid, ""))
-                self._dump_descendant(watcher, Descendant(
-                    pid=pid, name=name, rss=rss, exit=HostExit(
-                        kind="oom-killed", signal="SIGKILL", confidence="certain",
+                self._dump_descendant(watcher, descendant(
+                    pid, name, rss, host_exit(
+                        "oom-killed", signal="SIGKILL", confidence="certain",
                         evidence=["the tree's own cgroup counted an OOM kill no sample "
                                   "explains", f"kernel: the OOM killer named pid {pid} "
                                   f"({name}) in the tree's cgroup"])))
@@ -624,9 +623,9 @@ class Runner:
             return
         while self.tree_kills_seen < kills:
             self.tree_kills_seen += 1
-            self._dump_descendant(watcher, Descendant(
-                pid=None, name="?", rss=None, exit=HostExit(
-                    kind="oom-killed", signal="SIGKILL", confidence="certain",
+            self._dump_descendant(watcher, descendant(
+                None, "?", None, host_exit(
+                    "oom-killed", signal="SIGKILL", confidence="certain",
                     evidence=["the tree's own cgroup counted an OOM kill no sample "
                               "explains", "the kernel's log, which names the process, "
                               "could not be read (root or CAP_SYSLOG reads /dev/kmsg)"])))

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import re
 import time
@@ -37,14 +36,15 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 LOCK_POLL = 0.005
 
 
-_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
-
 
 def dump_timestamp(wall_ns: int) -> tuple[str, str]:
     """(name part ``20261125T174001.123456Z``, ISO ``2026-11-25T17:40:01.123456Z``)."""
-    # Integer microseconds: a float of seconds since 1970 cannot hold them exactly.
-    t = _EPOCH + _dt.timedelta(microseconds=wall_ns // 1000)
-    return t.strftime("%Y%m%dT%H%M%S.%fZ"), t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # Integer microseconds: a float of seconds since 1970 cannot hold them exactly. And
+    # time, not datetime: the watchdog would load datetime for this alone.
+    seconds, micros = divmod(wall_ns // 1000, 1_000_000)
+    t = time.gmtime(seconds)
+    return (time.strftime("%Y%m%dT%H%M%S", t) + f".{micros:06d}Z",
+            time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{micros:06d}Z")
 
 
 def dump_name(session_id: str, wall_ns: int) -> str:

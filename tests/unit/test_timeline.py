@@ -57,13 +57,13 @@ def _samples(labels: list[str | None]) -> list[tuple[float, int, float, str | No
 def test_a_mark_goes_on_the_first_point_that_saw_it_only() -> None:
     labels = [None] * 3 + ["load"] * 4 + ["epoch 1"] * 2 + ["load"] * 3
     points = _timeline_points(_samples(labels))
-    assert [p.mark for p in points] == [None] * 3 + ["load", None, None, None, "epoch 1",
-                                                     None, "load", None, None]
+    assert [p.get("mark") for p in points] == [None] * 3 + [
+        "load", None, None, None, "epoch 1", None, "load", None, None]
 
 
 def test_the_first_point_carries_the_label_in_force() -> None:
     points = _timeline_points(_samples(["warm-up", "warm-up", "go"]))
-    assert [p.mark for p in points] == ["warm-up", None, "go"]
+    assert [p.get("mark") for p in points] == ["warm-up", None, "go"]
 
 
 def test_a_mark_between_kept_points_lands_on_the_next_kept_one() -> None:
@@ -73,13 +73,14 @@ def test_a_mark_between_kept_points_lands_on_the_next_kept_one() -> None:
     samples = _samples(labels)
     points = _timeline_points(samples)
     assert len(points) == MAX_TIMELINE_POINTS
-    assert (points[0].t, points[-1].t) == (round(samples[0][0], 3), round(samples[-1][0], 3))
+    assert (points[0]["t"], points[-1]["t"]) == (round(samples[0][0], 3),
+                                                 round(samples[-1][0], 3))
     kept = {round(t, 3) for t, *_ in samples}
-    assert all(p.t in kept for p in points)
-    assert all(round(samples[501][0], 3) != p.t for p in points)  # the change is left out
-    marked = [(p.t, p.mark) for p in points if p.mark is not None]
+    assert all(p["t"] in kept for p in points)
+    assert all(round(samples[501][0], 3) != p["t"] for p in points)  # the change is left out
+    marked = [(p["t"], p.get("mark")) for p in points if p.get("mark") is not None]
     assert [m for _, m in marked] == ["a", "b"]
-    assert marked[1][0] == min(p.t for p in points if p.t > samples[501][0])
+    assert marked[1][0] == min(p["t"] for p in points if p["t"] > samples[501][0])
 
 
 def test_a_minute_of_samples_keeps_every_point_it_can() -> None:
