@@ -16,6 +16,10 @@ from ._ring import RingConfig, encode_status
 from ._sampling import HostSample, SystemProbe
 
 TIMELINE_SECONDS = 60.0
+# The sampling schedule (docs/design.md, "When the watchdog samples").
+MAX_DELAY = 2.0  # seconds: the longest a far and flat host goes unsampled
+NEAR_SECONDS = 10.0  # a host this close to hard at its growth rate is sampled at the interval
+BURST = 300 * 1024 * 1024  # bytes a second a host is assumed able to allocate unseen
 # One sample of the timeline: (seconds, rss bytes, ratio, the last mark() label or None).
 TimelineSample = tuple[float, int, float, str | None]
 
@@ -42,6 +46,29 @@ class Reading:
                              self.host.rss_anon, self.effective.limit, self.growth,
                              self.seconds_to_limit, self.effective.source, self.host.wall_ns,
                              samples)
+
+
+def sampling_delay(reading: Reading, config: RingConfig, interval: float) -> float:
+    """Seconds from ``reading`` to the next sample.
+
+    The interval while the host is above soft, or would reach hard within NEAR_SECONDS
+    at its growth rate. Otherwise as long as a burst of BURST bytes a second would take
+    to bring it to soft, within [interval, MAX_DELAY]: a host that starts allocating
+    that fast is sampled again before it reaches soft, and from there at the interval.
+    Every limit counts, not only the tightest ratio: a small cgroup at 40 % may have
+    less room in bytes than the machine's RAM at 45 %.
+    """
+    if interval >= MAX_DELAY or reading.level >= PressureLevel.SOFT:
+        return interval
+    pairs = reading.effective.pairs
+    if not pairs:
+        return MAX_DELAY  # nothing to approach
+    to_soft = min(config.soft * p.limit - p.usage for p in pairs)
+    to_hard = min(config.hard * p.limit - p.usage for p in pairs)
+    growth = reading.growth
+    if to_soft <= 0 or (growth > 0 and to_hard / growth < NEAR_SECONDS):
+        return interval
+    return min(MAX_DELAY, max(interval, to_soft / max(BURST, growth)))
 
 
 class Grading:

@@ -11,35 +11,51 @@ It never imports the host's modules and holds no lock while sampling.
 
 from __future__ import annotations
 
-import argparse
 import os
 import select
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 
 from . import _attribution, _death, _outside, _reader, _ring, _shm
-from ._diagnostics import Descendant, Responsiveness
 from ._extras import CriticalExtras
-from ._grading import Grading, Reading
+from ._grading import Grading, Reading, sampling_delay
 from ._hang import HangDetector, collect_stacks, stack_signal_refusal
 from ._levels import LevelGrader, PressureLevel
 from ._report import DumpWriter, say
 from ._sampling import HostProbe, HostSample, SystemProbe
+from ._wakeups import Wakeups
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ._document import DescendantDoc, ResponsivenessDoc
     from ._tree import Tree
 
 
-def _parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="watchdog_core._watchdog")
-    parser.add_argument("--shm", required=True)
-    parser.add_argument("--lock", type=int, default=-1)
-    parser.add_argument("--pidfd", type=int, default=-1)
-    parser.add_argument("--ctl", type=int, default=-1)
-    parser.add_argument("--suggestion", action="append", default=[])
-    return parser.parse_args(argv)
+class _Arguments:
+    """What ``_spawn`` passes: ``--shm NAME [--lock FD] [--pidfd FD] [--ctl FD]
+    [--suggestion LEVEL=TEXT]...``. Parsed by hand: argparse (and the gettext it
+    loads) would be 0.4 MiB of every idle watchdog, for arguments only we write."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.shm = ""
+        self.lock = self.pidfd = self.ctl = -1
+        self.suggestions: dict[str, str] = {}
+        if len(argv) % 2:
+            raise ValueError(f"an option without its value: {argv[-1]}")
+        for option, value in zip(argv[::2], argv[1::2], strict=True):
+            if option == "--shm":
+                self.shm = value
+            elif option in ("--lock", "--pidfd", "--ctl"):
+                setattr(self, option[2:], int(value))  # a ValueError names it
+            elif option == "--suggestion":
+                level, _, text = value.partition("=")
+                self.suggestions[level] = text
+            else:
+                raise ValueError(f"unknown option {option}")
+        if not self.shm:
+            raise ValueError("--shm is required")
 
 
 class Watcher:
@@ -93,6 +109,8 @@ class Watcher:
         self.last_activity = time.monotonic()
         self.checked_level = PressureLevel.NORMAL  # level at the last pressure-dump check
         self.faults: set[str] = set()
+        # The kernel's notifications, armed once the first sample found the limits.
+        self.wakeups: Wakeups | None = None
 
     def reconfigure(self, config: _ring.RingConfig) -> None:
         """Grade by ``config`` from now on: the settings a Python child merged into the
@@ -124,7 +142,8 @@ class Watcher:
         return reading
 
     def _note_records(self, host: HostSample) -> None:
-        records = _reader.newest_index(self.words, self.header.slot_count) + 1
+        count = self.header.slot_count
+        records = _reader.newest_index(self.words, count, hint=self.records - 1) + 1
         if records != self.records:
             self.records = records
             self.last_activity = host.t
@@ -181,10 +200,10 @@ class Watcher:
                 text = collect_stacks(self.writer.store, self.files.stacks, self.host_pid,
                                       self.pidfd, signum)
                 if text is None:
-                    event.stacks_missing = "the host wrote no stacks within 2 s"
+                    event["stacksMissing"] = "the host wrote no stacks within 2 s"
                 return text
         else:
-            event.stacks_missing = refusal
+            event["stacksMissing"] = refusal
         self.dump("unresponsive", reading, responsiveness=event, stacks=stacks)
 
     def _hang_dump_allowed(self) -> bool:
@@ -199,7 +218,7 @@ class Watcher:
         self.last_hang_dump = now
         return True
 
-    def _check_hang(self) -> Responsiveness | None:
+    def _check_hang(self) -> ResponsivenessDoc | None:
         words = self.words
         if self.hang.main is None:  # the host publishes its main thread once it is set up
             self.hang.watch_main_thread(self.host_pid, words[_ring.W_MAIN_TID],
@@ -231,9 +250,9 @@ class Watcher:
         return self.dump("manual", reading, reason=reason, responsiveness=event)
 
     def dump(self, trigger: str, reading: Reading, reason: str | None = None,
-             responsiveness: Responsiveness | None = None,
+             responsiveness: ResponsivenessDoc | None = None,
              stacks: Callable[[], str | None] | None = None,
-             descendant: Descendant | None = None) -> str | None:
+             descendant: DescendantDoc | None = None) -> str | None:
         with self.image(self.buf) as image:
             name = self.writer.write_live(
                 trigger, reading, image, self.grading.timeline_before(reading.host.t),
@@ -335,11 +354,25 @@ class Watcher:
             return self.pidfd >= 0 or not _death.host_is_gone(
                 self.host_pid, self.header.host_start_ticks)
         self.oom.refresh()
+        if self.wakeups is not None:
+            self.wakeups.rearm(_v1_limit(reading))
         self.maybe_pressure_dump(reading)
         self.words[_ring.W_TICK_DONE] = self.grading.samples  # the host may announce now
         self._guarded(self.extras.follow)  # never waits: a death is seen at the next poll
         self.check_responsiveness(reading)
         return True
+
+    def next_delay(self) -> float:
+        """Seconds to the next sample: longer while the host is far from its limits and
+        flat (``sampling_delay``), never longer than half the time a hang or an idle
+        spell takes to be noticed."""
+        reading = self.last
+        delay = (sampling_delay(reading, self.config, self.interval) if reading is not None
+                 else self.interval)
+        for after in (self.config.hang_after, self.config.idle_after):
+            if after:
+                delay = min(delay, max(self.interval, after / 2))
+        return delay
 
     def _guarded(self, step: Callable[[], object], on_error: object = True) -> object:
         """Run one step; a bug or an odd environment costs that step, not the watchdog.
@@ -358,8 +391,20 @@ class Watcher:
                     "still watching")
             return on_error
 
+    def arm_wakeups(self, poller: select.poll) -> None:
+        """The kernel's memory notifications for the host, as extra wake-ups of
+        ``poller`` (``_wakeups``): usage thresholds at soft, hard and critical of its
+        cgroup v1 limit, its cgroup v2 memory events, a PSI trigger."""
+        config, reading = self.config, self.last
+        self.wakeups = Wakeups.for_host(
+            self.host_pid, limit=_v1_limit(reading) if reading is not None else None,
+            ratios=(config.soft, config.hard, config.critical))
+        self.wakeups.register(poller)
+
     def close(self) -> None:
         """Unmap the ring; our lock goes with our descriptor when we exit."""
+        if self.wakeups is not None:
+            self.wakeups.close()
         self.header.release()
         self.words.release()
         self.buf.release()
@@ -390,7 +435,7 @@ class Watcher:
         while True:
             timeout = max(0.0, next_sample - time.monotonic())
             host_gone = False
-            for fd, _ in poller.poll(timeout * 1000):
+            for fd, revents in poller.poll(timeout * 1000):
                 if fd == self.pidfd:
                     host_gone = True
                 elif fd == self.ctl:
@@ -402,6 +447,8 @@ class Watcher:
                             host_gone = self._wait_gone()
                 elif fd == wake:
                     _read_nonblocking(wake)  # the request itself is in the ring
+                elif self.wakeups is not None and self.wakeups.drain(fd, revents):
+                    next_sample = time.monotonic()  # the kernel saw memory move: look now
             if host_gone:
                 return self.host_ended()
             if not channel_open and self.words[_ring.W_FLAGS] & _ring.FLAG_STOPPED:
@@ -409,18 +456,25 @@ class Watcher:
                 self.close()
                 _shm.unlink_segment(self.shm_name, self.lock_fd)
                 return 0
-            if time.monotonic() >= next_sample:
-                next_sample += self.interval
-                if next_sample < time.monotonic():  # we fell behind: do not burst
-                    next_sample = time.monotonic() + self.interval
+            started = time.monotonic()
+            if started >= next_sample:
                 if not self._guarded(self._tick):  # gone between two polls (no pidfd)
                     return self.host_ended()
+                delay = self._guarded(self.next_delay, on_error=self.interval)
+                next_sample = started + float(delay)  # type: ignore[arg-type]
                 if self._guarded(self.host_replaced, on_error=False):
                     return self.end_after_exec()
             self._guarded(self.answer_requests)
             if not orphans_checked:  # once, after the first sample: the host comes first
                 orphans_checked = True
+                self._guarded(partial(self.arm_wakeups, poller))
                 self._guarded(self.recover_orphans)
+
+
+def _v1_limit(reading: Reading) -> int | None:
+    """The host's cgroup v1 memory limit, where one limits it: what usage thresholds
+    are set against (the usage they watch is that cgroup's)."""
+    return next((p.limit for p in reading.effective.pairs if p.source == "cgroup-v1"), None)
 
 
 def _request_reason(buf: memoryview) -> str | None:
@@ -467,18 +521,18 @@ def _lower_oom_priority() -> None:
 def main(argv: list[str] | None = None) -> int:
     if sys.path and sys.path[0] in ("", os.getcwd()):  # Python 3.10 has no -P
         del sys.path[0]
-    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _Arguments(sys.argv[1:] if argv is None else argv)
+    except ValueError as exc:
+        say(f"watchdog_core._watchdog: {exc}")
+        return 2
     _close_inherited({args.lock, args.pidfd, args.ctl})
     _lower_oom_priority()
     if args.ctl >= 0:
         os.set_blocking(args.ctl, False)
     wake = _listen_for_requests()
-    suggestions = {}
-    for item in args.suggestion:
-        level, _, text = item.partition("=")
-        suggestions[level] = text
     try:
-        watcher = Watcher(args.shm, args.lock, args.pidfd, args.ctl, suggestions)
+        watcher = Watcher(args.shm, args.lock, args.pidfd, args.ctl, args.suggestions)
     except (OSError, ValueError) as exc:
         say(f"cannot attach to ring {args.shm}: {exc}")
         return 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import pytest
 
@@ -115,12 +116,13 @@ def test_a_big_hosts_postmortem_keeps_its_last_good_reading(start_host) -> None:
     host.wait_ready()
     assert host.ask("grow 1536") == "grown"
     big = 1400 << 20
-    for _ in range(2000):  # until the watchdog has sampled the grown host
-        status = json.loads(host.ask("status").split(" ", 1)[1])
-        if status["rss"] >= big:
-            break
-    else:
-        pytest.fail("the watchdog never saw the host grow")
+    # Until the watchdog has sampled the grown host: far from any limit, that can take
+    # up to the longest sampling delay (2 s).
+    deadline = time.monotonic() + 20
+    while json.loads(host.ask("status").split(" ", 1)[1])["rss"] < big:
+        if time.monotonic() > deadline:
+            pytest.fail("the watchdog never saw the host grow")
+        time.sleep(0.01)
     os.kill(host.pid, signal.SIGKILL)
     host.finish()
     (dump,) = _postmortems(host)
