@@ -113,11 +113,12 @@ def run_trial(row: Row, parent: str, directory: Path, extra_env: dict[str, str])
         try:
             if row.prepare:
                 assert ask(proc, row.prepare) == row.prepared
+            before = set(directory.glob("memory-*.json")) if directory.exists() else set()
             if row.command:
                 send(proc, row.command)
             if row.sig is not None:
                 os.kill(pid, row.sig)
-            trial = watch(directory, pidfd)
+            trial = watch(directory, pidfd, before)
         finally:
             os.close(pidfd)
         proc.communicate(timeout=120)  # the watchdog holds stderr: its exit ends this
@@ -137,16 +138,19 @@ def run_trial(row: Row, parent: str, directory: Path, extra_env: dict[str, str])
     return trial
 
 
-def watch(directory: Path, pidfd: int) -> Trial:
+def watch(directory: Path, pidfd: int, before: set[Path] | None = None) -> Trial:
     """The two latencies from the death: a thread blocks on the host's pidfd and notes
-    the moment it turns readable; this one polls the directory meanwhile."""
+    the moment it turns readable; this one polls the directory meanwhile. ``before``:
+    the dumps there before the death, listed by the caller before it caused it (the
+    postmortem may be on disk before this is called)."""
     trial = Trial()
     died: list[int] = []
     waiter = threading.Thread(target=lambda: (select.select([pidfd], [], []),
                                               died.append(time.monotonic_ns())))
     waiter.start()
     first = complete = None
-    before = set(directory.glob("memory-*.json")) if directory.exists() else set()
+    if before is None:
+        before = set(directory.glob("memory-*.json")) if directory.exists() else set()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and complete is None:
         # Pressure dumps written before the death are not the postmortem.
