@@ -10,6 +10,8 @@ settle, over ``--seconds`` of watching:
 - the CPU all watchdogs used together, and per watchdog, as a share of one core
   (from /proc/<pid>/stat, utime + stime);
 - each watchdog's USS and PSS (/proc/<pid>/smaps_rollup), and their sum;
+- then every session asks for a dump at once (the worst moment: a machine running
+  short has every watchdog writing): the same figures after it, with the largest USS;
 - then every host is SIGKILLed at once: the time until the last postmortem is on
   disk (complete: ``collectionComplete`` true), that there are N distinct ones, and
   that no ``.tmp`` is left. Retention is raised to hold them all: with the defaults
@@ -39,10 +41,12 @@ import watchdog_core
 wd = watchdog_core.start_watchdog(diagnostics_dir=sys.argv[1], session_id=sys.argv[2])
 rec = wd.recorder("a", "b", "c", "d", "e", "f", "g", "h")
 print(wd.shm_name, flush=True)
-i = 0
+i, dumped = 0, False
 while True:
     i += 1
     rec(i, i, i, i, i, i, i, i)
+    if not dumped and i % 50 == 0 and os.path.exists(sys.argv[3]):
+        dumped = wd.dump() is not None  # every session at once: the worst moment
     time.sleep(0.01)
 """
 
@@ -85,7 +89,8 @@ def measure(n: int, seconds: float) -> dict[str, float]:
     env["WATCHDOG_CORE_MAX_FILES"] = str(max(100, 2 * n))
     env["WATCHDOG_CORE_MAX_BYTES"] = str(max(256 << 20, 4 * n << 20))
     with tempfile.TemporaryDirectory(prefix="wdc-scale-") as folder:
-        hosts = [subprocess.Popen([sys.executable, "-c", HOST, folder, f"scale{n}-{i}"],
+        flag = os.path.join(folder, ".dump-now")  # hidden: retention never counts it
+        hosts = [subprocess.Popen([sys.executable, "-c", HOST, folder, f"scale{n}-{i}", flag],
                                   stdout=subprocess.PIPE, text=True, env=env)
                  for i in range(n)]
         try:
@@ -105,10 +110,15 @@ def measure(n: int, seconds: float) -> dict[str, float]:
             cpu = sum(cpu_seconds(p) - b
                       for p, b in zip(watchdogs, before, strict=True)) / elapsed
             memory = [uss_pss(p) for p in watchdogs]
+            # Every session dumps at once, as when a machine runs short: what the
+            # watchdogs hold after writing, with nothing new loaded for it.
+            Path(flag).touch()
+            _all_dumps(Path(folder), n, "manual", time.monotonic())
+            dumped = [uss_pss(p) for p in watchdogs]
             killed_at = time.monotonic()
             for h in hosts:
                 os.kill(h.pid, signal.SIGKILL)
-            last = _all_postmortems(Path(folder), n, killed_at)
+            last = _all_dumps(Path(folder), n, "host-died", killed_at)
             leftovers = [p.name for p in Path(folder).iterdir() if ".tmp" in p.name]
         finally:
             for h in hosts:
@@ -123,12 +133,17 @@ def measure(n: int, seconds: float) -> dict[str, float]:
         "uss_each": sum(u for u, _ in memory) / n / mib,
         "pss_each": sum(p for _, p in memory) / n / mib,
         "pss_all": sum(p for _, p in memory) / mib,
+        "uss_dumped": sum(u for u, _ in dumped) / n / mib,
+        "uss_dumped_max": max(u for u, _ in dumped) / mib,
+        "pss_dumped_all": sum(p for _, p in dumped) / mib,
         "last_postmortem": last, "tmp_left": len(leftovers),
     }
 
 
-def _all_postmortems(folder: Path, n: int, since: float, timeout: float = 300) -> float:
-    """Seconds from the kill until N complete, distinct postmortems are on disk."""
+def _all_dumps(folder: Path, n: int, trigger: str, since: float,
+               timeout: float = 300) -> float:
+    """Seconds from ``since`` until N complete dumps with ``trigger`` are on disk, each of
+    another session."""
     while True:
         complete = set()
         for path in folder.glob("memory-*.json"):
@@ -136,12 +151,12 @@ def _all_postmortems(folder: Path, n: int, since: float, timeout: float = 300) -
                 dump = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue  # being replaced at this instant
-            if dump.get("trigger") == "host-died" and dump.get("collectionComplete"):
+            if dump.get("trigger") == trigger and dump.get("collectionComplete"):
                 complete.add(dump["sessionId"])
         if len(complete) >= n:
             return time.monotonic() - since
         if time.monotonic() - since > timeout:
-            raise AssertionError(f"{len(complete)} of {n} postmortems after {timeout} s")
+            raise AssertionError(f"{len(complete)} of {n} {trigger} dumps after {timeout} s")
         time.sleep(0.02)
 
 
@@ -151,12 +166,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
     print("| sessions | CPU, all watchdogs | per watchdog | USS / PSS each | PSS, all | "
-          "all killed: last postmortem | .tmp left |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+          "after a dump each: USS (max) / PSS, all | all killed: last postmortem | "
+          ".tmp left |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in args.sessions:
         r = measure(n, args.seconds)
         print(f"| {n} | {r['cpu_all']:.1f} % | {r['cpu_each']:.3f} % | "
               f"{r['uss_each']:.1f} / {r['pss_each']:.1f} MiB | {r['pss_all']:.0f} MiB | "
+              f"{r['uss_dumped']:.1f} ({r['uss_dumped_max']:.1f}) / "
+              f"{r['pss_dumped_all']:.0f} MiB | "
               f"{r['last_postmortem']:.2f} s | {r['tmp_left']} |", flush=True)
 
 
