@@ -61,6 +61,8 @@ class HostProbe:
         # that never needs it never loads it (docs/performance.md).
         self._psutil: psutil.Process | None = None
         self._psutil_tried = False
+        # /proc/<pid>/statm, kept open for ``resident``: one pread a glance, no open.
+        self._statm_fd: int | None = None
 
     def sample(self) -> HostSample:
         s = HostSample()
@@ -106,6 +108,33 @@ class HostProbe:
         s.rss += s.children_rss
         s.rss_anon += s.children_rss
         return s
+
+    def resident(self) -> int | None:
+        """The host's RSS alone, from one read of ``/proc/<pid>/statm``: the cheap glance
+        between two samples. None where that cannot stand for ``sample().rss`` (a tree,
+        children included, no /proc) or cannot be read."""
+        fd = self._statm_fd
+        if fd is None:
+            fd = -1
+            if self._proc_status and not self.include_children:
+                try:
+                    fd = os.open(os.path.join(self.root, f"proc/{self.pid}/statm"),
+                                 os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    pass
+            self._statm_fd = fd
+        if fd < 0:
+            return None
+        try:
+            fields = os.pread(fd, 128, 0).split()
+            return int(fields[1]) * _PAGE_SIZE
+        except (OSError, IndexError, ValueError):  # gone: the pidfd tells the death
+            return None
+
+    def close(self) -> None:
+        if self._statm_fd is not None and self._statm_fd >= 0:
+            os.close(self._statm_fd)
+        self._statm_fd = None
 
     @property
     def measure(self) -> str:
@@ -222,6 +251,7 @@ def split_cmdline(data: str) -> list[str]:
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def _proc_expensive(root: str, pid: int) -> dict[str, int | float | None]:

@@ -27,6 +27,10 @@ from ._report import DumpWriter, say
 from ._sampling import HostProbe, HostSample, SystemProbe
 from ._wakeups import Wakeups
 
+# A glance between two samples that finds the host's RSS moved by this much, or by a
+# sixteenth, takes a full sample at once (``Watcher.glance``).
+GLANCE_STEP = 4 << 20
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._document import DescendantDoc, ResponsivenessDoc
@@ -362,6 +366,17 @@ class Watcher:
         self.check_responsiveness(reading)
         return True
 
+    def glance(self) -> bool:
+        """Between two samples, at the interval: one read of the host's RSS. True when it
+        moved enough since the last sample to take a full one now: far from its limits
+        the next is up to 2 s away, and a host that grows (or is about to die) should not
+        be graded, nor remembered by its postmortem, as it was then."""
+        last = self.last
+        rss = self.probe.resident() if last is not None else None
+        if last is None or rss is None:
+            return False
+        return abs(rss - last.host.rss) >= max(GLANCE_STEP, last.host.rss // 16)
+
     def next_delay(self) -> float:
         """Seconds to the next sample: longer while the host is far from its limits and
         flat (``sampling_delay``), never longer than half the time a hang or an idle
@@ -405,6 +420,7 @@ class Watcher:
         """Unmap the ring; our lock goes with our descriptor when we exit."""
         if self.wakeups is not None:
             self.wakeups.close()
+        self.probe.close()
         self.header.release()
         self.words.release()
         self.buf.release()
@@ -431,9 +447,9 @@ class Watcher:
         if self.ctl >= 0:
             poller.register(self.ctl, select.POLLIN)
         channel_open = self.ctl >= 0
-        next_sample = time.monotonic()
+        next_sample = next_glance = time.monotonic()
         while True:
-            timeout = max(0.0, next_sample - time.monotonic())
+            timeout = max(0.0, min(next_sample, next_glance) - time.monotonic())
             host_gone = False
             for fd, revents in poller.poll(timeout * 1000):
                 if fd == self.pidfd:
@@ -457,11 +473,16 @@ class Watcher:
                 _shm.unlink_segment(self.shm_name, self.lock_fd)
                 return 0
             started = time.monotonic()
+            if next_glance <= started < next_sample:
+                next_glance = started + self.interval
+                if self._guarded(self.glance, on_error=False):
+                    next_sample = started
             if started >= next_sample:
                 if not self._guarded(self._tick):  # gone between two polls (no pidfd)
                     return self.host_ended()
                 delay = self._guarded(self.next_delay, on_error=self.interval)
                 next_sample = started + float(delay)  # type: ignore[arg-type]
+                next_glance = started + self.interval
                 if self._guarded(self.host_replaced, on_error=False):
                     return self.end_after_exec()
             self._guarded(self.answer_requests)
