@@ -343,6 +343,18 @@ class SystemProbe:
             self._cgroup_psi = _limits.cgroup_psi_path(self.root, layout)
         return _limits.cgroup_pairs(limits=self._cgroup_limits)
 
+    def expire(self) -> None:
+        """Read the host's cgroups and their limits afresh at the next sample: its memory
+        moved, and a limit lowered or a move in the last 2 s must not be graded by the
+        figures from before."""
+        self._cgroups_at = -1e9
+
+    @property
+    def cgroup_dirs(self) -> tuple[str, ...]:
+        """The directories of the cgroups that limit the host, as last read: they change
+        when the host is moved to another cgroup."""
+        return tuple(limit.directory for limit in self._cgroup_limits or ())
+
     def rlimits(self) -> dict[str, int]:
         # rlimits rarely change; /proc/<pid>/limits is re-read every 5 s
         now = time.monotonic()

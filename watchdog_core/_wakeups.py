@@ -54,7 +54,7 @@ class Wakeups:
     """
 
     __slots__ = ("events", "state", "_kinds", "_poller", "_v1_dir", "_thresholds",
-                 "_ratios")
+                 "_ratios", "_paused")
 
     def __init__(self, *, v1_dir: str | None = None, v2_dirs: Sequence[str] = (),
                  psi_path: str | None = None, limit: int | None = None,
@@ -67,6 +67,7 @@ class Wakeups:
         self.state: dict[str, str] = {}  # mechanism -> "armed: ..." or "off: ..."
         self._kinds: dict[int, str] = {}
         self._poller: select.poll | None = None
+        self._paused = False
         self._v1_dir = v1_dir
         self._thresholds: tuple[int, ...] = ()
         self._ratios = tuple(ratios)
@@ -194,6 +195,22 @@ class Wakeups:
             f"armed: {', '.join(map(str, thresholds))} bytes on "
             f"{os.path.join(self._v1_dir, 'memory.usage_in_bytes')}")
 
+    def pause(self) -> None:
+        """Wake the poller no more until :meth:`resume`: after one wake-up the watcher
+        samples, and a usage hovering at a threshold (each crossing either way fires)
+        must not wake it hundreds of times a second meanwhile."""
+        if self._poller is not None and not self._paused:
+            for fd in self.events:
+                self._poller.unregister(fd)
+            self._paused = True
+
+    def resume(self) -> None:
+        """Wake the poller again; a notification that came while paused wakes it now."""
+        if self._poller is not None and self._paused:
+            for fd, mask in self.events.items():
+                self._poller.register(fd, mask)
+            self._paused = False
+
     def close(self) -> None:
         """Close every descriptor (unregistering them from the poller first)."""
         for fd in list(self._kinds):
@@ -203,13 +220,13 @@ class Wakeups:
     def _add(self, fd: int, kind: str, mask: int) -> None:
         self._kinds[fd] = kind
         self.events[fd] = mask
-        if self._poller is not None:
+        if self._poller is not None and not self._paused:
             self._poller.register(fd, mask)
 
     def _remove(self, fd: int) -> None:
         self._kinds.pop(fd, None)
         self.events.pop(fd, None)
-        if self._poller is not None:
+        if self._poller is not None and not self._paused:
             try:
                 self._poller.unregister(fd)  # before the close: the number may be reused
             except KeyError:

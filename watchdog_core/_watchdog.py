@@ -113,8 +113,11 @@ class Watcher:
         self.last_activity = time.monotonic()
         self.checked_level = PressureLevel.NORMAL  # level at the last pressure-dump check
         self.faults: set[str] = set()
-        # The kernel's notifications, armed once the first sample found the limits.
+        # The kernel's notifications, armed once the first sample found the limits, for
+        # the cgroups that limited the host then; the poller they wake.
         self.wakeups: Wakeups | None = None
+        self.wakeup_dirs: tuple[str, ...] = ()
+        self.poller: select.poll | None = None
 
     def reconfigure(self, config: _ring.RingConfig) -> None:
         """Grade by ``config`` from now on: the settings a Python child merged into the
@@ -358,8 +361,7 @@ class Watcher:
             return self.pidfd >= 0 or not _death.host_is_gone(
                 self.host_pid, self.header.host_start_ticks)
         self.oom.refresh()
-        if self.wakeups is not None:
-            self.wakeups.rearm(_v1_limit(reading))
+        self._guarded(partial(self.follow_wakeups, reading))
         self.maybe_pressure_dump(reading)
         self.words[_ring.W_TICK_DONE] = self.grading.samples  # the host may announce now
         self._guarded(self.extras.follow)  # never waits: a death is seen at the next poll
@@ -411,10 +413,26 @@ class Watcher:
         ``poller`` (``_wakeups``): usage thresholds at soft, hard and critical of its
         cgroup v1 limit, its cgroup v2 memory events, a PSI trigger."""
         config, reading = self.config, self.last
+        self.poller = poller
+        self.wakeup_dirs = self.grading.system.cgroup_dirs
         self.wakeups = Wakeups.for_host(
             self.host_pid, limit=_v1_limit(reading) if reading is not None else None,
             ratios=(config.soft, config.hard, config.critical))
         self.wakeups.register(poller)
+
+    def follow_wakeups(self, reading: Reading) -> None:
+        """After a sample: thresholds moved to a changed limit, all of them armed anew
+        for a host moved to other cgroups (the old ones' usage is not its own any
+        more), and wake-ups heard again after the pause that followed the last one."""
+        wakeups = self.wakeups
+        if wakeups is None or self.poller is None:
+            return
+        if self.grading.system.cgroup_dirs != self.wakeup_dirs:
+            wakeups.close()
+            self.arm_wakeups(self.poller)
+            return
+        wakeups.rearm(_v1_limit(reading))
+        wakeups.resume()
 
     def close(self) -> None:
         """Unmap the ring; our lock goes with our descriptor when we exit."""
@@ -448,6 +466,7 @@ class Watcher:
             poller.register(self.ctl, select.POLLIN)
         channel_open = self.ctl >= 0
         next_sample = next_glance = time.monotonic()
+        last_sample = next_sample - self.interval
         while True:
             timeout = max(0.0, min(next_sample, next_glance) - time.monotonic())
             host_gone = False
@@ -464,7 +483,14 @@ class Watcher:
                 elif fd == wake:
                     _read_nonblocking(wake)  # the request itself is in the ring
                 elif self.wakeups is not None and self.wakeups.drain(fd, revents):
-                    next_sample = time.monotonic()  # the kernel saw memory move: look now
+                    # The kernel saw memory move: look now, but no sooner than a fifth of
+                    # the interval after the last sample (a host rising past hard then
+                    # critical 100 ms apart gets both; a usage hovering at a threshold,
+                    # which fires at every crossing, does not get a sample each), and
+                    # hear no more until then.
+                    self.wakeups.pause()
+                    self.grading.system.expire()
+                    next_sample = min(next_sample, last_sample + self.interval / 5)
             if host_gone:
                 return self.host_ended()
             if not channel_open and self.words[_ring.W_FLAGS] & _ring.FLAG_STOPPED:
@@ -476,8 +502,10 @@ class Watcher:
             if next_glance <= started < next_sample:
                 next_glance = started + self.interval
                 if self._guarded(self.glance, on_error=False):
+                    self.grading.system.expire()
                     next_sample = started
             if started >= next_sample:
+                last_sample = started
                 if not self._guarded(self._tick):  # gone between two polls (no pidfd)
                     return self.host_ended()
                 delay = self._guarded(self.next_delay, on_error=self.interval)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import os
 import signal
 import sys
@@ -160,6 +161,15 @@ def main() -> None:
         elif command == "grow":
             hold.append(bytearray(b"x") * (int(rest[0]) << 20))
             print("grown", flush=True)
+        elif command == "hover":  # N MiB taken and given back for S seconds, again and again
+            mib, seconds = rest[0].split()
+            size, end = int(mib) << 20, time.monotonic() + float(seconds)
+            while time.monotonic() < end:  # mmap: given back to the kernel at once
+                block = mmap.mmap(-1, size)
+                for offset in range(0, size, 4096):
+                    block[offset] = 1
+                block.close()
+            print("hovered", flush=True)
         elif command == "balloon":
             while True:  # until the kernel's OOM killer ends us
                 hold.append(bytearray(b"x") * (4 * 1024 * 1024))

@@ -55,3 +55,43 @@ def test_a_host_in_a_memory_cgroup_arms_its_usage_thresholds(start_host,
         time.sleep(0.05)
     host.send("stop")
     assert host.finish() == 0
+
+
+def _samples(shm: str) -> int:
+    from watchdog_core import _reader, _shm
+
+    mapping = _shm.open_segment(shm)
+    try:
+        buf = memoryview(mapping)
+        status = _reader.read_status(buf, buf.cast("Q"))
+        return status.samples if status else 0
+    finally:
+        del buf
+        mapping.close()
+
+
+@pytest.mark.cgroup
+def test_a_usage_hovering_at_a_threshold_is_not_sampled_at_every_crossing(
+        start_host, memory_cgroup) -> None:
+    if not (memory_cgroup / "cgroup.event_control").exists():
+        pytest.skip("cgroup v2: no usage thresholds")
+    host = start_host("--interval", "0.25", cgroup=memory_cgroup)
+    info = host.wait_ready()
+    # A limit that puts soft 4 MiB above the usage now: 8 MiB taken and given back
+    # crosses that threshold twice a cycle, thousands of times in a few seconds.
+    usage = int((memory_cgroup / "memory.usage_in_bytes").read_text())
+    limit = 2 * (usage + (4 << 20))
+    (memory_cgroup / "memory.limit_in_bytes").write_text(str(limit))
+    deadline = time.monotonic() + 20
+    while json.loads(host.ask("status").split(" ", 1)[1])["heapLimit"] != limit:
+        assert time.monotonic() < deadline, "the new limit was never graded"
+        time.sleep(0.05)
+    time.sleep(0.5)  # the thresholds re-armed at it after that sample
+    before = _samples(str(info["shm"]))
+    assert host.ask("hover 8 3") == "hovered"
+    taken = _samples(str(info["shm"])) - before
+    # 12 at the interval, at most 60 at a fifth of it; every crossing sampled would be
+    # a thousand.
+    assert taken <= 80, taken
+    host.send("stop")
+    assert host.finish() == 0
