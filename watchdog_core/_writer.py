@@ -129,7 +129,12 @@ class RingWriter:
         """Register a stat name; returns its column. Raises ValueError at the 33rd."""
         if not isinstance(name, str):
             raise TypeError(f"stat names must be str, got {name!r}")
-        raw = name.encode("utf-8", "surrogatepass")
+        try:
+            # Strict: a lone surrogate would be read back as U+FFFD, and two names that
+            # differ only there would become one stat, one value lost.
+            raw = name.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = b""
         if not raw or len(raw) >= NAME_SIZE or b"\0" in raw:
             raise ValueError(f"stat name must be 1-{NAME_SIZE - 1} UTF-8 bytes without NUL: "
                              f"{name!r}")

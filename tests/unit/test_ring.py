@@ -99,6 +99,17 @@ def test_names_are_kept_verbatim() -> None:
     assert image(wd).newest().values == {"estimated history bytes": 1, "ünïcode": 2}
 
 
+def test_a_name_that_is_not_utf8_is_refused_and_loses_nothing() -> None:
+    # "\udcff" and "\ud800" would both read back as U+FFFD: one stat, one value lost.
+    wd = handle()
+    wd.record(a=1)
+    for name in ("x\udcff", "x\ud800"):
+        with pytest.raises(ValueError, match="UTF-8"):
+            wd.record(**{name: 2})
+    wd.record(a=3)
+    assert image(wd).newest().values == {"a": 3}
+
+
 def test_recorder_mixes_with_record() -> None:
     wd = handle()
     wd.record(z=9)
