@@ -13,8 +13,9 @@ settle, over ``--seconds`` of watching:
 - then every session asks for a dump at once (the worst moment: a machine running
   short has every watchdog writing): the same figures after it, with the largest USS;
 - then every host is SIGKILLed at once: the time until the last postmortem is on
-  disk (complete: ``collectionComplete`` true), that there are N distinct ones, and
-  that no ``.tmp`` is left. Retention is raised to hold them all: with the defaults
+  disk (complete: ``collectionComplete`` true), that there are N distinct ones, how
+  many say exactly how their host died (SIGKILL, certain), and that no ``.tmp`` is
+  left. Retention is raised to hold them all: with the defaults
   (100 dump sets, 256 MiB) a folder keeps only the newest 100 of 256 postmortems.
 
 Budgets (docs/performance.md): an idle watchdog <= 10 MiB USS and <= 0.1 % of a
@@ -119,6 +120,7 @@ def measure(n: int, seconds: float) -> dict[str, float]:
             for h in hosts:
                 os.kill(h.pid, signal.SIGKILL)
             last = _all_dumps(Path(folder), n, "host-died", killed_at)
+            exact = _exact_kills(Path(folder))
             leftovers = [p.name for p in Path(folder).iterdir() if ".tmp" in p.name]
         finally:
             for h in hosts:
@@ -136,7 +138,7 @@ def measure(n: int, seconds: float) -> dict[str, float]:
         "uss_dumped": sum(u for u, _ in dumped) / n / mib,
         "uss_dumped_max": max(u for u, _ in dumped) / mib,
         "pss_dumped_all": sum(p for _, p in dumped) / mib,
-        "last_postmortem": last, "tmp_left": len(leftovers),
+        "last_postmortem": last, "tmp_left": len(leftovers), "exact": exact,
     }
 
 
@@ -160,6 +162,18 @@ def _all_dumps(folder: Path, n: int, trigger: str, since: float,
         time.sleep(0.02)
 
 
+def _exact_kills(folder: Path) -> int:
+    """Postmortems that say exactly how their host died: SIGKILL, certain."""
+    exact = 0
+    for path in folder.glob("memory-*.json"):
+        dump = json.loads(path.read_text())
+        end = (dump.get("host") or {}).get("exit") or {}
+        if dump.get("trigger") == "host-died" and (end.get("kind"), end.get("signal"), end.get(
+                "confidence")) == ("killed", "SIGKILL", "certain"):
+            exact += 1
+    return exact
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[16, 64])
@@ -167,15 +181,16 @@ def main() -> None:
     args = parser.parse_args()
     print("| sessions | CPU, all watchdogs | per watchdog | USS / PSS each | PSS, all | "
           "after a dump each: USS (max) / PSS, all | all killed: last postmortem | "
-          ".tmp left |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "killed by SIGKILL, certain | .tmp left |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in args.sessions:
         r = measure(n, args.seconds)
         print(f"| {n} | {r['cpu_all']:.1f} % | {r['cpu_each']:.3f} % | "
               f"{r['uss_each']:.1f} / {r['pss_each']:.1f} MiB | {r['pss_all']:.0f} MiB | "
               f"{r['uss_dumped']:.1f} ({r['uss_dumped_max']:.1f}) / "
               f"{r['pss_dumped_all']:.0f} MiB | "
-              f"{r['last_postmortem']:.2f} s | {r['tmp_left']} |", flush=True)
+              f"{r['last_postmortem']:.2f} s | {r['exact']} of {n} | {r['tmp_left']} |",
+              flush=True)
 
 
 if __name__ == "__main__":
