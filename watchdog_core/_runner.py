@@ -385,10 +385,15 @@ class Runner:
                     if death is not None:
                         ended.append(death)
             ended.extend(self._reap(tree))
-            if self.status is not None or not watching:
+            if not watching:
                 continue
+            # Told even when the child ended in the same turn (a shell that reaps its
+            # killed job and exits at once): these deaths are off the tree's books now,
+            # and the last look below only finds those still on them.
             for death in ended:
                 watcher._guarded(partial(self._descendant_ended, death))
+            if self.status is not None:
+                continue
             if watcher.words[_ring.W_FLAGS] & _ring.FLAG_STOPPED:
                 watching = False  # a joined host called stop(): the session is over
                 watcher.close()
