@@ -230,6 +230,10 @@ class OomWatch:
                 os.close(kmsg_fd)
             kmsg_fd = -1
         self.kmsg_fd = _open_kmsg_at_end() if kmsg_fd is None else kmsg_fd
+        # The pid of the kernel's last "oom-kill:" line: "Killed process" may name another
+        # thread of that process (the one still holding its memory, when the main
+        # thread had ended alone).
+        self.oom_line_pid = 0
         self.kernel = KernelLog()
         self.kernel.readable = self.kmsg_fd >= 0
 
@@ -364,6 +368,7 @@ class OomWatch:
                     # the victim's cgroup, which "Killed process" does not say.
                     fields = dict(part.partition("=")[::2] for part in text[9:].split(","))
                     pid = fields.get("pid", "")
+                    self.oom_line_pid = int(pid) if pid.isdigit() else 0
                     if pid.isdigit():
                         log.memcgs[int(pid)] = fields.get("task_memcg", "")
                         if len(log.memcgs) > KEPT_LINES:
@@ -372,7 +377,7 @@ class OomWatch:
                 victim = _killed_pid(text)
                 if victim is None:
                     continue
-                if victim in self.nspids:
+                if victim in self.nspids or self.oom_line_pid in self.nspids:
                     log.ours = "kernel: " + text.split(",", 1)[0]
                 else:
                     log.others.append(victim)

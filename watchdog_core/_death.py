@@ -56,6 +56,10 @@ SOURCE_TEXT = {"run": "the parent's wait status", "zombie": "the zombie's /proc 
                "exiting": "/proc stat while the kernel tore the host down",
                "pidfd": "the pidfd's exit info"}
 REAP_WAIT = 0.25  # seconds to wait for a parent to reap a host it has been told about
+# Once the main thread ended alone (pthread_exit), the zombie's stat holds that thread's
+# status, not the process's: only the pidfd can tell, and only after the reap. While the
+# zombie is there, a slow parent is waited for this long.
+LEADER_REAP_WAIT = 5.0
 NEAR_LIMIT = 0.9  # a last ratio this close to the limit makes an unproven OOM kill likely
 
 
@@ -96,9 +100,13 @@ def exit_status(pid: int, pidfd: int, start_ticks: int, earlier: ExitStatus | No
             return ExitStatus(code, "pidfd")
         if found is not None:  # still tearing down: the status is final already
             return ExitStatus(*found)
-        if (pidfd < 0 or _attribution.pidfd_info_supported() is False
-                or time.monotonic() >= deadline):
+        if pidfd < 0 or _attribution.pidfd_info_supported() is False:
             return earlier
+        if time.monotonic() >= deadline:
+            zombie = not trust_stat and _attribution.stat_exit_status(
+                _attribution.read_proc_stat(pid), start_ticks) is not None
+            if not zombie or time.monotonic() >= deadline - REAP_WAIT + LEADER_REAP_WAIT:
+                return earlier
         time.sleep(0.002)
 
 
@@ -145,8 +153,8 @@ def judge(*, image: _reader.RingImage, status: ExitStatus | None, crash_text: st
     if image.flags & _ring.FLAG_FOREIGN_FAULTHANDLER:
         ev.append("faulthandler was enabled by the host itself: no crash file of ours")
     if status is None:
-        ev.append("exit status not readable (the host was reaped and this kernel has no "
-                  "pidfd exit info)")
+        ev.append("exit status not readable (not from a zombie, and the pidfd gave none: a "
+                  "kernel before 6.15, or a parent that had not reaped the host in time)")
     else:
         ev.append(status.describe())
         v.source = status.source

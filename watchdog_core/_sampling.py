@@ -63,6 +63,9 @@ class HostProbe:
         self._psutil_tried = False
         # /proc/<pid>/statm, kept open for ``resident``: one pread a glance, no open.
         self._statm_fd: int | None = None
+        # The thread read instead of the main one once that ended alone (pthread_exit):
+        # the zombie leader's own files say nothing of the process any more.
+        self.live_tid = 0
 
     def sample(self) -> HostSample:
         s = HostSample()
@@ -78,7 +81,7 @@ class HostProbe:
                 if other is None:
                     s.dying = True  # its memory is detached, or it is a zombie already
                     return s
-                fields, s.leader_gone = other, True
+                (self.live_tid, fields), s.leader_gone = other, True
             s.rss = fields["VmRSS"]
             s.rss_anon = fields.get("RssAnon", s.rss)
             s.vms = fields.get("VmSize", 0)
@@ -127,9 +130,12 @@ class HostProbe:
             return None
         try:
             fields = os.pread(fd, 128, 0).split()
-            return int(fields[1]) * _PAGE_SIZE
+            resident = int(fields[1]) * _PAGE_SIZE
         except (OSError, IndexError, ValueError):  # gone: the pidfd tells the death
             return None
+        # A zombie main thread's statm is all zeros, though the process may live on
+        # (pthread_exit): no figure then, rather than one that always looks like a move.
+        return resident or None
 
     def close(self) -> None:
         if self._statm_fd is not None and self._statm_fd >= 0:
@@ -143,7 +149,7 @@ class HostProbe:
             return self.tree.measure
         return "tree-rss" if self.include_children else "process"
 
-    def _live_thread_fields(self) -> dict[str, int] | None:
+    def _live_thread_fields(self) -> tuple[int, dict[str, int]] | None:
         """The status of another thread that still has the process's memory and is not
         exiting itself, or None. A process killed as a whole (SIGKILL, the OOM killer)
         often has its main thread a zombie while the others are still on their way out:
@@ -165,7 +171,7 @@ class HostProbe:
                 continue  # killed with the rest, not yet on its way out
             stat = read_proc_stat(self.pid, self.root, tid=int(tid))
             if stat is not None and not stat.dying:
-                return fields
+                return int(tid), fields
         return None
 
     @property
@@ -330,6 +336,9 @@ class SystemProbe:
 
     def __init__(self, host_pid: int, root: str = "/") -> None:
         self.host_pid = host_pid
+        # Whose /proc files say the host's cgroups and rlimits: the process's, or a live
+        # thread's once the main thread ended alone (its cgroup then reads as "/").
+        self._proc: int | str = host_pid
         self.root = root
         self._linux = os.path.exists(os.path.join(root, "proc/meminfo"))
         self._rlimits: dict[str, int] = {}
@@ -355,11 +364,18 @@ class SystemProbe:
         now = time.monotonic()
         if self._cgroup_limits is None or now - self._cgroups_at > 2.0:
             self._cgroups_at = now
-            layout = (_limits.cgroup_membership(self.root, self.host_pid),
-                      _limits.mounts(self.root, self.host_pid))
-            self._cgroup_limits = _limits.cgroup_limits(self.root, self.host_pid, layout)
+            layout = (_limits.cgroup_membership(self.root, self._proc),
+                      _limits.mounts(self.root, self._proc))
+            self._cgroup_limits = _limits.cgroup_limits(self.root, self._proc, layout)
             self._cgroup_psi = _limits.cgroup_psi_path(self.root, layout)
         return _limits.cgroup_pairs(limits=self._cgroup_limits)
+
+    def follow_thread(self, tid: int) -> None:
+        """Read the host's cgroups and rlimits through its thread ``tid`` from now on: the
+        main thread has ended and the process lives on in its other threads."""
+        if tid and self._proc != f"{self.host_pid}/task/{tid}":
+            self._proc = f"{self.host_pid}/task/{tid}"
+            self._cgroups_at = self._rlimits_at = -1e9
 
     def expire(self) -> None:
         """Read the host's cgroups and their limits afresh at the next sample: its memory
@@ -379,7 +395,7 @@ class SystemProbe:
         if now - self._rlimits_at > 5.0:
             self._rlimits_at = now
             if self._linux:
-                self._rlimits = _limits.rlimits(self.root, self.host_pid) or self._rlimits
+                self._rlimits = _limits.rlimits(self.root, self._proc) or self._rlimits
             else:
                 self._rlimits = _own_rlimits()
         return self._rlimits

@@ -142,6 +142,7 @@ class Watcher:
             return None
         if host.leader_gone:
             self.death.leader_gone = True
+            self.grading.system.follow_thread(self.probe.live_tid)
         reading = self.grading.grade(host, _reader.read_label(self.buf, self.words))
         self._note_records(host)
         _ring.write_status(self.buf, self.words, reading.status_block(self.grading.samples))

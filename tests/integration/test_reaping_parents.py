@@ -181,3 +181,54 @@ def test_a_main_thread_that_exits_first_is_not_the_process_dying(tmp_path,
     else:
         assert (exit_["kind"], exit_["signal"], exit_["confidence"]) == (
             "killed", "SIGKILL", "certain"), exit_
+
+
+LAZY_PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen(sys.argv[1:])
+time.sleep(2.0)  # busy elsewhere: reaps two seconds after the death
+sys.exit(child.wait() and 1)
+"""
+
+
+def test_a_main_thread_that_exits_first_with_a_slow_parent_is_still_exact(tmp_path) -> None:
+    """Once the main thread has gone, the zombie's status is not the process's: the pidfd
+    answers after the reap, and a parent that reaps late is waited for."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    directory = tmp_path / "diag"
+    subprocess.run([sys.executable, "-c", LAZY_PARENT, sys.executable, "-c", LEADER_EXIT,
+                    str(directory)], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                   timeout=120, check=False, capture_output=True)
+    (dump,) = [json.loads(p.read_text()) for p in directory.glob("*.json")
+               if json.loads(p.read_text())["trigger"] == "host-died"]
+    exit_ = dump["host"]["exit"]
+    assert (exit_["kind"], exit_["signal"], exit_["confidence"]) == (
+        "killed", "SIGKILL", "certain"), exit_
+
+
+@pytest.mark.cgroup
+def test_a_main_thread_that_exits_first_keeps_its_cgroup_limit(tmp_path,
+                                                                memory_cgroup) -> None:
+    """The zombie leader's /proc/<pid>/cgroup reads as the root: the host's cgroup and
+    its limit are read through a live thread instead."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REAPER, ROOT
+
+    directory = tmp_path / "diag"
+    code = LEADER_EXIT.replace(', memory_limit="400MiB"', "")
+    subprocess.run(["sh", "-c", f'echo $$ > "{memory_cgroup}/cgroup.procs" && exec "$@"',
+                    "sh", sys.executable, str(REAPER), sys.executable, "-c", code,
+                    str(directory)], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                   timeout=120, check=False, capture_output=True)
+    dumps = [json.loads(p.read_text()) for p in directory.glob("*.json")]
+    (dump,) = [d for d in dumps if d["trigger"] == "host-died"]
+    assert dump["memory"]["limitSource"].startswith("cgroup-"), dump["memory"]
+    assert dump["memory"]["heapLimit"] == 200 * 1024 * 1024
+    # 160 MiB of a 200 MB cgroup: graded against it, so the rise had its dumps.
+    assert {"hard", "critical"} <= {d["trigger"] for d in dumps}, [d["trigger"] for d in dumps]
