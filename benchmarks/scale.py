@@ -85,7 +85,7 @@ def watchdog_of(shm_name: str) -> int:
 def measure(n: int, seconds: float) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("WATCHDOG_CORE_DISABLE", None)
-    # Retention sized for N sessions dying at once (a .ring is 1.3 MiB): with the default
+    # Retention sized for N sessions dying at once (a .ring is 2.1 MiB): with the default
     # (100 sets, 256 MiB) the folder keeps only the newest, which is itself a finding.
     env["WATCHDOG_CORE_MAX_FILES"] = str(max(100, 2 * n))
     env["WATCHDOG_CORE_MAX_BYTES"] = str(max(256 << 20, 4 * n << 20))

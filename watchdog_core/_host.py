@@ -152,7 +152,7 @@ class Watchdog:
     def mark(self, label: str) -> None:
         """Say what the host is doing now (``"tool:shell"``); the dump's ``lastActivity``.
 
-        Labels are cut to 64 UTF-8 bytes. Choose them yourself: they land in dumps.
+        Labels are cut to 256 UTF-8 bytes. Choose them yourself: they land in dumps.
         """
         raw = self._labels.get(label)
         if raw is None:

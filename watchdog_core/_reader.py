@@ -18,6 +18,7 @@ from ._ring import (
     _PREFIX,
     CONFIG,
     CONFIG_AT,
+    CURRENT,
     DIR_AT,
     DIR_SIZE,
     DUMP_NAME_AT,
@@ -34,12 +35,11 @@ from ._ring import (
     FLAG_STACK_SIGNAL_TAKEN,
     FLAG_STOPPED,
     FLAG_THREAD_EXCEPTION,
+    GEOMETRIES,
     HEADER_SIZE,
     HEADER_WORDS,
     KIND_MARK,
     KIND_NAMES,
-    LABEL_AT,
-    LABEL_SIZE,
     LIMIT_SOURCES,
     MAGIC,
     MAX_STATS,
@@ -50,7 +50,6 @@ from ._ring import (
     SESSION_ID_AT,
     SESSION_ID_SIZE,
     SLOT_LABEL,
-    SLOT_SIZE,
     SLOT_VALUES,
     SLOT_WORDS,
     STATIC,
@@ -58,7 +57,6 @@ from ._ring import (
     STATUS_AT,
     THREAD_EXCEPTION_AT,
     THREAD_EXCEPTION_SIZE,
-    VERSION,
     W_DEATH,
     W_DUMPS,
     W_FLAGS,
@@ -71,10 +69,10 @@ from ._ring import (
     W_STATUS_SEQ,
     W_VERDICT,
     W_WATCHDOG_PID,
+    Geometry,
     RingConfig,
     RingError,
     _cstr,
-    ring_size,
     slot_format,
 )
 
@@ -122,8 +120,8 @@ class RingImage:
         try:
             # Copied once: every header field decodes from it.
             head = header if header is not None else bytes(view[:HEADER_SIZE])
-            self.slot_count: int = _validate_header(head, len(view))
-            words = view[: ring_size(self.slot_count)].cast("Q")
+            self.slot_count, self.geometry = _validate_header(head, len(view))
+            words = view[: self.geometry.ring_size(self.slot_count)].cast("Q")
             self._buf, self._words = view, words
             self._decode_header(head)
         except BaseException:
@@ -207,7 +205,7 @@ class RingImage:
         return raw
 
     def _read_label(self) -> str | None:
-        return read_label(self._buf, self._words)
+        return read_label(self._buf, self._words, self.geometry)
 
     @property
     def exiting(self) -> bool:
@@ -229,8 +227,8 @@ class RingImage:
         throughout the read, or with contents that cannot be right) is counted and
         skipped, never returned as data; a never-written one is neither.
         """
-        count = self.slot_count
-        newest = newest_index(self._words, count)
+        count, slot_words = self.slot_count, self.geometry.slot_words
+        newest = newest_index(self._words, count, slot_words=slot_words)
         want = count if last is None else max(0, min(last, count))
         out: list[Slot] = []
         torn = 0
@@ -238,7 +236,7 @@ class RingImage:
             if len(out) >= want:
                 break
             k = (newest - back) % count
-            if not self._words[HEADER_WORDS + k * SLOT_WORDS]:
+            if not self._words[HEADER_WORDS + k * slot_words]:
                 continue  # never written
             slot = self._read_slot(k)
             if slot is None:
@@ -253,12 +251,12 @@ class RingImage:
         again; kept only when both reads and the copy's own first word agree, are even
         and not 0. One that changes while read is read again: it then holds a newer
         record, as good as the one it replaced if it reads whole."""
-        word = HEADER_WORDS + k * SLOT_WORDS
+        word = HEADER_WORDS + k * self.geometry.slot_words
         at = word << 3
-        words, buf = self._words, self._buf
+        words, buf, size = self._words, self._buf, self.geometry.slot_size
         for _ in range(_SLOT_TRIES):
             before = int(words[word])
-            raw = bytes(buf[at : at + SLOT_SIZE])
+            raw = bytes(buf[at : at + size])
             after = int(words[word])
             if before != after or before & 1:
                 continue  # a writer was in this slot during the copy
@@ -277,7 +275,8 @@ class RingImage:
         if count > len(self.names) or kind not in KIND_NAMES:
             return None
         values = _values_struct(count, mask).unpack_from(raw, SLOT_VALUES)
-        label = _cstr(raw[SLOT_LABEL : SLOT_LABEL + LABEL_SIZE]) if kind == KIND_MARK else None
+        label = (_cstr(raw[SLOT_LABEL : SLOT_LABEL + self.geometry.label_size])
+                 if kind == KIND_MARK else None)
         values_by_name = dict(zip(self.names, values, strict=False))  # count <= len(names)
         return Slot(seq // 2 - 1, KIND_NAMES[kind], values_by_name, label)
 
@@ -334,8 +333,9 @@ def _values_struct(count: int, mask: int) -> struct.Struct:
 MAX_SLOTS = 1 << 20  # the most a ring may have (ring_slots is checked against it too)
 
 
-def _validate_header(head: bytes, size: int) -> int:
-    """Check the header copy ``head`` of a ring of ``size`` bytes; returns the slot count."""
+def _validate_header(head: bytes, size: int) -> tuple[int, Geometry]:
+    """Check the header copy ``head`` of a ring of ``size`` bytes; returns the slot count
+    and the geometry of its version."""
     if len(head) < HEADER_SIZE:
         if len(head) >= 8 and head[:8] != MAGIC:
             raise RingError("not a watchdog-core ring (bad magic)")
@@ -345,18 +345,20 @@ def _validate_header(head: bytes, size: int) -> int:
      label_size) = struct.unpack_from("<8sIIIIIII", head, 0)
     if magic != MAGIC:
         raise RingError("not a watchdog-core ring (bad magic)")
-    if version != VERSION:
-        raise RingError(f"unsupported ring version {version} (this reader knows {VERSION})")
+    geometry = GEOMETRIES.get(version)
+    if geometry is None:
+        raise RingError(f"unsupported ring version {version} (this reader knows "
+                        f"{', '.join(map(str, sorted(GEOMETRIES)))})")
     if (header_size, slot_size, max_stats, name_size, label_size) != (
-        HEADER_SIZE, SLOT_SIZE, MAX_STATS, NAME_SIZE, LABEL_SIZE
+        HEADER_SIZE, geometry.slot_size, MAX_STATS, NAME_SIZE, geometry.label_size
     ):
-        raise RingError("corrupt ring header: geometry does not match version 1")
+        raise RingError(f"corrupt ring header: geometry does not match version {version}")
     if not 1 <= slots <= MAX_SLOTS:
         raise RingError(f"corrupt ring header: {slots} slots")
-    if size < ring_size(slots):
+    if size < geometry.ring_size(slots):
         raise RingError(f"truncated ring: {size} bytes for {slots} slots "
-                        f"(needs {ring_size(slots)})")
-    return int(slots)
+                        f"(needs {geometry.ring_size(slots)})")
+    return int(slots), geometry
 
 
 def read_status(buf: memoryview, live_words: memoryview | None = None) -> Status | None:
@@ -374,14 +376,17 @@ def read_status(buf: memoryview, live_words: memoryview | None = None) -> Status
             words.release()
 
 
-def read_label(buf: memoryview, words: memoryview) -> str | None:
+def read_label(buf: memoryview, words: memoryview,
+               geometry: Geometry = CURRENT) -> str | None:
     """The host's last ``mark()`` label, read under its seqlock (word W_LABEL_SEQ) from
-    ``buf`` (the ring; ``words``, the same as 64-bit words): its LABEL_SIZE bytes alone,
-    not the header, so the watchdog can afford it at every sample. None before the
-    first mark, and when a writer held the label through every try."""
+    ``buf`` (the ring; ``words``, the same as 64-bit words): its label bytes alone, not
+    the header, so the watchdog can afford it at every sample. None before the first
+    mark, and when a writer held the label through every try. ``geometry``: the ring's
+    version's (the watchdog's own ring is always the current one)."""
+    at, size = geometry.label_at, geometry.label_size
     for _ in range(100):
         seq = int(words[W_LABEL_SEQ])
-        raw = bytes(buf[LABEL_AT : LABEL_AT + LABEL_SIZE])
+        raw = bytes(buf[at : at + size])
         if seq & 1 == 0 and seq == words[W_LABEL_SEQ]:
             return _cstr(raw) if seq else None
     return None
@@ -431,18 +436,19 @@ class Status:
 
 
 
-def newest_index(words: Sequence[int], slot_count: int, hint: int = -1) -> int:
+def newest_index(words: Sequence[int], slot_count: int, hint: int = -1, *,
+                 slot_words: int = SLOT_WORDS) -> int:
     """The index of the newest complete-or-in-progress slot, -1 for an empty ring.
 
     Cheap enough for the watchdog's every sample: record ``i`` is always in slot
     ``i % slot_count``, so the slots' indices rise along the ring up to the newest and
     drop after it, and a binary search finds it in a dozen reads. A scan of every
     sequence word would touch every page of the ring at every sample, and keep all of
-    a mostly unwritten segment resident (1.3 MiB for 4096 slots, per session).
+    a mostly unwritten segment resident (2.1 MiB for 4096 slots, per session).
     ``hint``, the newest index seen before, makes an unchanged ring two reads.
     """
     def held(slot: int) -> int:  # the index slot ``slot`` holds, -1 if never written
-        return (words[HEADER_WORDS + slot * SLOT_WORDS] + 1) // 2 - 1
+        return (words[HEADER_WORDS + slot * slot_words] + 1) // 2 - 1
 
     if hint >= 0 and held(hint % slot_count) == hint and (
             held((hint + 1) % slot_count) <= hint):

@@ -3,7 +3,7 @@
 The host's writer is in ``_writer``, the one reader in ``_reader``.
 
 The ring is a shared-memory segment: a fixed 8 KiB header followed by
-``slot_count`` slots of 336 bytes. Each slot is guarded by its own seqlock
+``slot_count`` slots of 528 bytes. Each slot is guarded by its own seqlock
 word: odd while the host writes the slot, even when it is complete, 0 when it
 was never written. The sequence word is written on its own through a
 ``memoryview.cast("Q")`` (one aligned 8-byte store) because ``struct.pack_into``
@@ -18,14 +18,18 @@ import os
 import struct
 
 MAGIC = b"WDCRING\x00"
-VERSION = 1
+# Version 2: labels of 256 bytes (a test's node id, a tool call with its arguments' kind),
+# in slots of 528 bytes and at offset 512 of the header. Version 1's 64-byte labels, in
+# slots of 336 bytes and at 3072, are still read (``GEOMETRIES``); every ring written now
+# is version 2.
+VERSION = 2
 HEADER_SIZE = 8192
 MAX_STATS = 32
 NAME_SIZE = 64
-LABEL_SIZE = 64
+LABEL_SIZE = 256
 SLOT_VALUES = 16  # offset of the values inside a slot
 SLOT_LABEL = SLOT_VALUES + MAX_STATS * 8  # offset of the label (mark slots only)
-SLOT_SIZE = SLOT_LABEL + LABEL_SIZE  # 336 bytes, a multiple of 8
+SLOT_SIZE = SLOT_LABEL + LABEL_SIZE  # 528 bytes, a multiple of 8
 SLOT_WORDS = SLOT_SIZE // 8
 HEADER_WORDS = HEADER_SIZE // 8
 
@@ -103,7 +107,7 @@ LIMIT_SOURCES = ("none", "configured", "ram", "available", "cgroup-v2", "cgroup-
                  "rlimit-as", "rlimit-data")
 
 NAMES_AT = 1024  # MAX_STATS entries of NAME_SIZE bytes, UTF-8, NUL padded
-LABEL_AT = 3072  # last mark() label, LABEL_SIZE bytes, under W_LABEL_SEQ
+LABEL_AT = 512  # last mark() label, LABEL_SIZE bytes, under W_LABEL_SEQ (words 64-95)
 EXCEPTION_AT, EXCEPTION_SIZE = 3200, 128  # uncaught exception type name
 DUMP_NAME_AT, DUMP_NAME_SIZE = 3328, 256  # file name of the newest dump (watchdog)
 CONFIG_AT = 3584
@@ -119,6 +123,25 @@ EXTRAS = ("stacks", "tracemalloc")
 DIR_AT, DIR_SIZE = 4096, 4096  # absolute diagnostics directory, NUL padded
 
 _PREFIX = struct.Struct("<IHH")  # mask, value count, kind: the start of every slot
+
+
+class Geometry:
+    """What differs between the ring versions a reader knows: where labels are, how long
+    they are, and so how long a slot is."""
+
+    __slots__ = ("version", "label_size", "label_at", "slot_size", "slot_words")
+
+    def __init__(self, version: int, label_size: int, label_at: int) -> None:
+        self.version, self.label_size, self.label_at = version, label_size, label_at
+        self.slot_size = SLOT_LABEL + label_size
+        self.slot_words = self.slot_size // 8
+
+    def ring_size(self, slot_count: int) -> int:
+        return HEADER_SIZE + slot_count * self.slot_size
+
+
+GEOMETRIES = {1: Geometry(1, 64, 3072), VERSION: Geometry(VERSION, LABEL_SIZE, LABEL_AT)}
+CURRENT = GEOMETRIES[VERSION]
 
 
 class RingError(ValueError):

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DUMP_NAME, ROOT, minimal_dump
-from watchdog_core import _ring, _shm, _writer
+from watchdog_core import _reader, _ring, _shm, _writer
 from watchdog_core.cli import main as cli_main
 
 CLI = [sys.executable, "-m", "watchdog_core"]
@@ -558,7 +558,8 @@ def test_a_segment_larger_than_any_ring_is_refused_from_its_size(tmp_path: Path,
     """Sparse, so free on tmpfs; under a 512 MiB address space a map of it would fail
     as "Cannot allocate memory" instead of saying what is wrong."""
     huge = segments.plant(10 << 30, session="huge")
-    says = "is 10737418240 bytes, more than any ring (352329728 bytes at most)"
+    says = (f"is 10737418240 bytes, more than any ring "
+            f"({_ring.ring_size(_reader.MAX_SLOTS)} bytes at most)")
     one_error_line(run([*CLI, "read-ring", huge], limit_mib=512), says)
     one_error_line(run([*CLI, "read-ring", segments.session("huge")], limit_mib=512), says)
     listed = run([*CLI, "ls", "--dir", str(tmp_path), "--json"], limit_mib=512)

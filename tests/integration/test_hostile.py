@@ -269,7 +269,7 @@ def test_a_disk_full_at_death_keeps_the_evidence_until_gc_writes_it(start_host,
 
 def test_a_postmortem_whose_ring_did_not_fit_is_completed_later(start_host,
                                                                 small_tmpfs) -> None:
-    """The JSON fits but the 1.3 MiB ring image does not: the first phase stays on disk
+    """The JSON fits but the 2.1 MiB ring image does not: the first phase stays on disk
     and the segment with it; once there is room, gc finishes that same file."""
     directory = small_tmpfs / "diag"
     host = start_host("--stats", json.dumps({"turns": 5}), directory=directory)

@@ -106,7 +106,7 @@ def test_a_new_watchdog_is_quiet_about_another_sessions_unwritable_orphan(
 
 def test_retries_of_a_ring_that_does_not_fit_keep_one_recovery_note(start_host,
                                                                    disk: Path) -> None:
-    """The JSON fits, the 1.3 MiB ring image does not: every retry leaves one note, and
+    """The JSON fits, the 2.1 MiB ring image does not: every retry leaves one note, and
     gc says the postmortem is there but its ring image is not."""
     directory = disk / "diag"
     host = start_host("--session", "ring-too-big", directory=directory)

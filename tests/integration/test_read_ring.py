@@ -175,7 +175,7 @@ def run_limited(argv: list[str], megabytes: int = 1024, cwd: Path | None = None
 
 def test_a_read_is_bounded_by_the_file_not_by_the_formats_maximum(tmp_path: Path) -> None:
     """A small ring reads in little memory (the largest ring the format allows is
-    336 MiB); one byte more than that largest is refused unread, however sparse."""
+    528 MiB); one byte more than that largest is refused unread, however sparse."""
     small = tmp_path / "small.ring"
     small.write_bytes(_valid_image())
     result = run_limited([*CLI, "read-ring", str(small), "--last", "1"], megabytes=256)

@@ -147,15 +147,15 @@ def test_mark_writes_a_slot_and_the_header_label() -> None:
     wd = handle()
     wd.record(a=1)
     wd.mark("tool:shell")
-    wd.mark("x" * 100)  # cut to 64 bytes
-    wd.mark("é" * 40)  # cut on a character boundary
+    wd.mark("x" * 300)  # cut to 256 bytes
+    wd.mark("é" * 140)  # cut on a character boundary
     img = image(wd)
     slots, _ = img.slots()
     assert [s.kind for s in slots] == ["record", "mark", "mark", "mark"]
     assert slots[1].label == "tool:shell" and slots[1].values == {"a": 1}
-    assert slots[2].label == "x" * 64
-    assert slots[3].label == "é" * 32
-    assert img.last_label == "é" * 32
+    assert slots[2].label == "x" * 256
+    assert slots[3].label == "é" * 128
+    assert img.last_label == "é" * 128
     with pytest.raises(TypeError):
         wd.mark(5)  # type: ignore[arg-type]
 
@@ -213,3 +213,48 @@ def test_a_detached_writer_still_accepts_writes() -> None:
     wd.record(a=1)
     rec(2)
     wd.mark("after")
+
+
+def _as_version_1(ring: bytes) -> bytes:
+    """The same ring as version 1 wrote it: 64-byte labels, in slots of 336 bytes and at
+    3072 in the header (the slot's values are where they were)."""
+    old, new = _ring.GEOMETRIES[1], _ring.CURRENT
+    slots = struct.unpack_from("<I", ring, 16)[0]
+    header = bytearray(ring[: _ring.HEADER_SIZE])
+    struct.pack_into("<I", header, 8, 1)
+    struct.pack_into("<I", header, 20, old.slot_size)
+    struct.pack_into("<I", header, 32, old.label_size)
+    label = bytes(header[new.label_at : new.label_at + new.label_size])
+    header[new.label_at : new.label_at + new.label_size] = bytes(new.label_size)
+    header[old.label_at : old.label_at + old.label_size] = label[: old.label_size]
+    body = b"".join(
+        ring[at : at + _ring.SLOT_LABEL + old.label_size]
+        for at in range(_ring.HEADER_SIZE, _ring.HEADER_SIZE + slots * new.slot_size,
+                        new.slot_size))
+    return bytes(header) + body
+
+
+def test_a_version_1_ring_is_still_read() -> None:
+    # Saved .ring files and orphans of version 1 (64-byte labels) stay readable.
+    wd = handle(slots=16)
+    wd.record(a=1, b=2.5)
+    wd.mark("tool:shell")
+    for i in range(20):  # wraps
+        wd.record(a=i)
+    wd.mark("epoch " + "x" * 100)
+    ring = _as_version_1(bytes(wd._w.buf))
+    img = _reader.RingImage(ring)
+    assert img.geometry.version == 1 and len(ring) == _ring.GEOMETRIES[1].ring_size(16)
+    slots, torn = img.slots()
+    assert torn == 0
+    assert [s.values["a"] for s in slots] == [*range(5, 20), 19]
+    assert slots[-1].kind == "mark" and slots[-1].label == ("epoch " + "x" * 100)[:64]
+    assert img.last_label == ("epoch " + "x" * 100)[:64]
+    assert img.newest() is not None and img.newest().label == slots[-1].label
+
+
+def test_an_unknown_version_is_refused_by_name() -> None:
+    ring = bytearray(bytes(handle()._w.buf))
+    struct.pack_into("<I", ring, 8, 9)
+    with pytest.raises(_ring.RingError, match="unsupported ring version 9"):
+        _reader.RingImage(bytes(ring))
