@@ -6,7 +6,8 @@
 
 The front door is lazy: ``import watchdog_core`` loads nothing but this file, so
 it costs almost nothing in the host (docs/performance.md). psutil, pydantic and filelock are
-imported only by the watchdog process and the command line.
+imported only by the watchdog process and the command line. ``%load_ext watchdog_core``
+watches an IPython kernel (docs/jupyter.md); IPython is never imported here.
 """
 
 from __future__ import annotations
@@ -41,6 +42,20 @@ def __getattr__(name: str) -> object:
     value = getattr(module, name)
     globals()[name] = value
     return value
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext watchdog_core``: watch this IPython kernel (docs/jupyter.md)."""
+    from .jupyter import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: object) -> None:
+    """``%unload_ext watchdog_core``: end the kernel's session cleanly."""
+    from .jupyter import unload_ipython_extension as unload
+
+    unload(ipython)
 
 
 def __dir__() -> list[str]:
