@@ -211,10 +211,10 @@ def build_parser(prog: str = "watchdog-core", command: str | None = None
                  ) -> argparse.ArgumentParser:
     """The parser of every command; with ``command``, of that one alone, named ``prog``
     (tools/read_ring.py is ``read-ring`` under its own name)."""
-    from . import demo, dump, gc, ls, read_ring, run, schema, show
+    from . import demo, dump, export, gc, ls, read_ring, run, schema, show
 
     if command is not None:
-        modules = (ls, read_ring, show, dump, run, gc, schema, demo)
+        modules = (ls, read_ring, show, dump, run, gc, export, schema, demo)
         (module,) = [m for m in modules if command == m.NAME]
         single = _Parser(prog=prog, description=module.HELP)
         module.configure(single)
@@ -223,7 +223,7 @@ def build_parser(prog: str = "watchdog-core", command: str | None = None
     parser = _Parser(prog=prog, description="A memory-and-crash black box.")
     parser.add_argument("--version", action="version", version=f"watchdog-core {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (ls, read_ring, show, dump, run, gc, schema, demo):
+    for module in (ls, read_ring, show, dump, run, gc, export, schema, demo):
         sub = commands.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.configure(sub)
         sub.set_defaults(run=module.run)

@@ -1,0 +1,246 @@
+"""`watchdog-core export`: real hosts, the scrape parsed by prometheus_client's parsers."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+prometheus_client = pytest.importorskip("prometheus_client")
+from prometheus_client.openmetrics.parser import (  # noqa: E402
+    text_string_to_metric_families as parse_openmetrics,
+)
+from prometheus_client.parser import (  # noqa: E402
+    text_string_to_metric_families as parse_prometheus,
+)
+
+# A host whose watchdog samples once and then not for a minute, so the status it prints
+# is the one the export reads. It says `ready {status}` and lives until stdin closes.
+HOST = """
+import json, sys, time
+import watchdog_core
+limit = int(sys.argv[3]) or None
+if len(sys.argv) > 4 and sys.argv[4].startswith("comm="):
+    with open("/proc/self/comm", "w") as f:  # the name `ps` shows, as setproctitle sets it
+        f.write(sys.argv[4][len("comm="):])
+wd = watchdog_core.start_watchdog(diagnostics_dir=sys.argv[1], session_id=sys.argv[2],
+                                  interval=60.0, memory_limit=limit)
+while wd.status() is None:
+    time.sleep(0.02)
+print("ready " + json.dumps({"status": wd.status(), "shm": wd.shm_name}), flush=True)
+sys.stdin.readline()
+"""
+
+SECRET = "--api-token=hunter2-s3cr3t"
+
+GAUGES = {
+    "watchdog_core_rss_bytes": "bytes",
+    "watchdog_core_limit_bytes": "bytes",
+    "watchdog_core_limit_used_ratio": "ratio",
+    "watchdog_core_level": "",
+    "watchdog_core_growth_bytes_per_second": "bytes_per_second",
+    "watchdog_core_time_to_limit_seconds": "seconds",
+    "watchdog_core_last_sample_age_seconds": "seconds",
+}
+COUNTERS = ("watchdog_core_samples", "watchdog_core_dumps", "watchdog_core_pressure_dumps")
+LABELS = {"session", "program", "limit_source"}
+
+
+class Hosts:
+    """Real host processes, each with a known session id; ``close()`` ends them all
+    (stdin closed: a clean exit) and waits for their watchdogs (stderr's EOF)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.procs: list[subprocess.Popen[str]] = []
+        self.info: dict[str, dict[str, object]] = {}
+
+    def start(self, session: str, limit: int = 0, *extra: str) -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env.pop("WATCHDOG_CORE_DISABLE", None)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOST, str(self.directory), session, str(limit), *extra],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env)
+        self.procs.append(proc)
+        self.info[session] = {"proc": proc}
+
+    def wait_ready(self) -> None:
+        for session, info in self.info.items():
+            proc = info["proc"]
+            assert isinstance(proc, subprocess.Popen)
+            line = proc.stdout.readline() if proc.stdout else ""
+            assert line.startswith("ready "), f"{session} did not start: {line!r}"
+            info.update(json.loads(line[len("ready "):]))
+            info["pid"] = proc.pid
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.stdin:
+                proc.stdin.close()
+                proc.stdin = None  # closed: communicate() must not flush it
+        for proc in self.procs:
+            try:
+                proc.communicate(timeout=30)
+            except (subprocess.TimeoutExpired, ValueError):
+                proc.kill()
+                proc.communicate(timeout=30)
+        shms = [str(info.get("shm")) for info in self.info.values()]
+        left = [name for name in shms if Path("/dev/shm", name).exists()]
+        assert not left, f"segments left behind: {left}"
+
+
+@pytest.fixture
+def hosts(tmp_path: Path):  # type: ignore[no-untyped-def]
+    started = Hosts(tmp_path / "diag")
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def _ours(families: list[Any], prefix: str) -> dict[str, Any]:
+    """The families by name, each with only the samples of our sessions (other tests'
+    hosts may be live on this machine at the same time)."""
+    out = {}
+    for family in families:
+        family.samples = [s for s in family.samples
+                          if s.labels.get("session", "").startswith(prefix)]
+        out[family.name] = family
+    return out
+
+
+def _value(families: dict[str, Any], name: str, session: str) -> float:
+    """The one sample of ``name`` for ``session``."""
+    (found,) = [s.value for s in families[name].samples if s.labels["session"] == session]
+    return float(found)
+
+
+def _comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().rstrip("\n")
+
+
+def test_export_both_formats_match_the_hosts(hosts: Hosts) -> None:
+    prefix = f"exp{os.getpid()}-"
+    hosts.start(prefix + "a", 1 << 30)  # a configured limit
+    hosts.start(prefix + "b", 0)  # the machine's
+    hosts.start(prefix + "c", 512 << 20, SECRET)  # a secret-looking argv
+    hosts.wait_ready()
+
+    for option, parse in (("--prometheus", parse_prometheus),
+                          ("--openmetrics", parse_openmetrics)):
+        done = run_cli("export", option)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == ""
+        assert "hunter2" not in done.stdout and "api-token" not in done.stdout
+        if option == "--openmetrics":
+            assert done.stdout.endswith("# EOF\n")
+        else:
+            assert "# EOF" not in done.stdout
+        families = _ours(list(parse(done.stdout)), prefix)
+        assert set(families) == set(GAUGES) | set(COUNTERS)
+        for name, unit in GAUGES.items():
+            assert families[name].type == "gauge"
+            if unit:
+                assert name.endswith("_" + unit)
+            if option == "--openmetrics":
+                assert families[name].unit == unit
+        for name in COUNTERS:
+            assert families[name].type == "counter"
+            assert all(s.name == name + "_total"
+                       for s in families[name].samples)
+
+        v = functools.partial(_value, families)
+        for name, family in families.items():
+            sessions = [s.labels["session"] for s in family.samples]
+            assert len(sessions) == len(set(sessions)), f"{name}: a session twice"
+            for s in family.samples:
+                assert set(s.labels) == LABELS
+
+        for session, info in hosts.info.items():
+            status = info["status"]
+            assert isinstance(status, dict)
+            (labels,) = [s.labels for s in families["watchdog_core_rss_bytes"].samples
+                         if s.labels["session"] == session]
+            assert labels["program"] == _comm(int(info["pid"]))
+            assert labels["limit_source"] == status["limitSource"]
+            assert v("watchdog_core_rss_bytes", session) == status["rss"]
+            assert v("watchdog_core_limit_bytes", session) == status["heapLimit"]
+            assert v("watchdog_core_limit_used_ratio", session) == pytest.approx(
+                status["ratio"])
+            assert v("watchdog_core_level", session) == 0  # normal
+            assert v("watchdog_core_growth_bytes_per_second", session) == pytest.approx(
+                status["growthBytesPerSecond"])
+            assert v("watchdog_core_samples", session) == status["samples"]
+            assert v("watchdog_core_dumps", session) == 0
+            assert v("watchdog_core_pressure_dumps", session) == 0
+            age = v("watchdog_core_last_sample_age_seconds", session)
+            assert 0 <= age < 120
+            to_limit = [s for s in families["watchdog_core_time_to_limit_seconds"].samples
+                        if s.labels["session"] == session]
+            assert len(to_limit) == (status["secondsToLimit"] is not None)
+        configured = {s.labels["session"]: s.labels["limit_source"]
+                      for s in families["watchdog_core_level"].samples}
+        assert configured[prefix + "a"] == configured[prefix + "c"] == "configured"
+        assert v("watchdog_core_limit_bytes", prefix + "a") == 1 << 30
+
+
+def test_a_program_name_with_quotes_is_escaped(hosts: Hosts) -> None:
+    prefix = f"expq{os.getpid()}-"
+    name = 'a"b\\c\nd'  # quote, backslash, newline: what the format escapes
+    hosts.start(prefix + "q", 0, "comm=" + name)
+    hosts.wait_ready()
+    for option, parse in (("--prometheus", parse_prometheus),
+                          ("--openmetrics", parse_openmetrics)):
+        done = run_cli("export", option)
+        assert done.returncode == 0, done.stderr
+        families = _ours(list(parse(done.stdout)), prefix)
+        (sample,) = families["watchdog_core_level"].samples
+        assert sample.labels["program"] == name
+
+
+def test_no_session_of_ours_still_gives_every_family() -> None:
+    for option, parse in (("--prometheus", parse_prometheus),
+                          ("--openmetrics", parse_openmetrics)):
+        done = run_cli("export", option)
+        assert done.returncode == 0, done.stderr
+        names = {f.name for f in parse(done.stdout)}
+        assert names == set(GAUGES) | set(COUNTERS)
+
+
+@pytest.mark.parametrize("argv", [("export",), ("export", "--prometheus", "--openmetrics"),
+                                  ("export", "--json")])
+def test_bad_options_exit_2_with_one_line(argv: tuple[str, ...]) -> None:
+    done = run_cli(*argv)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1
+    assert done.stderr.startswith("watchdog-core: error: ")
+
+
+def test_64_sessions_are_64_series_per_gauge(hosts: Hosts) -> None:
+    prefix = f"exp64-{os.getpid()}-"
+    started = time.monotonic()
+    for i in range(64):
+        hosts.start(f"{prefix}{i:02d}", 256 << 20)
+    hosts.wait_ready()
+    assert time.monotonic() - started < 60, "64 hosts took too long to start"
+    done = run_cli("export", "--openmetrics")
+    assert done.returncode == 0, done.stderr
+    families = _ours(list(parse_openmetrics(done.stdout)), prefix)
+    for name in GAUGES:
+        if name == "watchdog_core_time_to_limit_seconds":
+            continue  # only the growing ones
+        series = [s.labels["session"] for s in families[name].samples]
+        assert sorted(series) == [f"{prefix}{i:02d}" for i in range(64)], name
+    for name in COUNTERS:
+        assert len(families[name].samples) == 64
