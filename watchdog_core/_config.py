@@ -48,7 +48,7 @@ LEVEL_NAMES = ("normal", "soft", "hard", "critical")
 # Below this a limit is a typo ("1" for "1GiB"): the interpreter alone is ~10 MiB, so
 # every sample would be critical and the dump budget spent at once.
 MIN_MEMORY_LIMIT = 16 * 1024 * 1024
-_SESSION_ID_MAX = 64
+SESSION_ID_MAX = 64
 _SUFFIX_LEN = 7  # "-" and six hex characters
 
 
@@ -89,14 +89,20 @@ def readable_session_id(stem: str) -> str:
     """``{stem}-{6 hex}``, the stem cut to the session-id alphabet: each run of other
     characters becomes one ``-``, leading ``.``/``-`` and trailing ``-``/``.`` go, and it
     is capped so the id is at most 64 characters; ``python`` when nothing is left."""
+    cleaned = session_id_chars(stem).lstrip(".-")[: SESSION_ID_MAX - _SUFFIX_LEN].rstrip(".-")
+    return f"{cleaned or 'python'}-{os.urandom(3).hex()}"
+
+
+def session_id_chars(text: str) -> str:
+    """``text`` in the session-id alphabet: each run of other characters becomes one
+    ``-``. Neither trimmed nor cut: that is the caller's to decide."""
     out: list[str] = []
-    for ch in stem:
+    for ch in text:
         if ch in _SESSION_ID_CHARS:
             out.append(ch)
         elif not out or out[-1] != "-":
             out.append("-")
-    cleaned = "".join(out).lstrip(".-")[: _SESSION_ID_MAX - _SUFFIX_LEN].rstrip(".-")
-    return f"{cleaned or 'python'}-{os.urandom(3).hex()}"
+    return "".join(out)
 
 
 def validate_session_id(value: object, what: str = "session_id") -> str:

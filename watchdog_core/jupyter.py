@@ -24,6 +24,7 @@ import json
 import os
 import sys
 
+from ._config import SESSION_ID_MAX, session_id_chars
 from ._safedir import FILE_MODE, StoreError, open_dir
 from ._statusline import duration, size
 from ._store import dump_set_of
@@ -42,9 +43,6 @@ POSTMORTEM_TRIGGERS = ("host-died", "recovered")
 NOTE_PREFIX = ".jupyter-"  # hidden: retention keeps dump sets and never touches it
 _NOTE_SUFFIX = ".txt"
 _MAX_DUMP_BYTES = 16 << 20  # a dump is ~100 KiB; anything far larger is not one of ours
-_SESSION_ID_MAX = 64
-_SESSION_ID_CHARS = frozenset(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 _HOW = {"oom-killed": "was OOM-killed", "killed": "was killed", "crashed": "crashed",
         "exited": "exited", "unknown": "died"}
 
@@ -244,18 +242,12 @@ def session_id_for(path: str | None) -> str | None:
     stem = os.path.basename(path)
     if stem.endswith(".json"):
         stem = stem[: -len(".json")]
-    out: list[str] = []
-    for ch in stem:
-        if ch in _SESSION_ID_CHARS:
-            out.append(ch)
-        elif not out or out[-1] != "-":
-            out.append("-")
-    cleaned = "".join(out).strip(".-")
+    cleaned = session_id_chars(stem).strip(".-")
     if not cleaned:
         return None
     if not cleaned.startswith("kernel-"):
         cleaned = f"kernel-{cleaned}"
-    return cleaned[:_SESSION_ID_MAX].rstrip(".-")
+    return cleaned[:SESSION_ID_MAX].rstrip(".-")
 
 
 # -- the previous kernel's death --------------------------------------------------------
