@@ -369,6 +369,8 @@ class Fleet:
     def __enter__(self) -> Fleet:
         import subprocess
 
+        import scale
+
         try:
             with self.log.open("w") as log:
                 self.watchdog = subprocess.Popen(
@@ -384,7 +386,7 @@ class Fleet:
             self.names = [h.stdout.readline().strip() for h in self.hosts]  # type: ignore[union-attr]
             for name in self.names:
                 assert name.startswith(_shm.PREFIX), f"a host was not adopted: {name!r}"
-                assert watchdog_of(name) == self.watchdog_pid, f"{name} is not adopted"
+                assert scale.watchdog_of(name) == self.watchdog_pid, f"{name} is not adopted"
         except BaseException:
             self.__exit__()
             raise
@@ -416,16 +418,6 @@ class Fleet:
 
     def log_lines(self, text: str) -> int:
         return sum(text in line for line in self.log.read_text().splitlines())
-
-
-def watchdog_of(name: str) -> int:
-    """The pid that watches a ring, from its header (as scale.py reads it)."""
-    mapping = _shm.open_segment(name)
-    try:
-        with _reader.RingImage(memoryview(mapping)) as image:
-            return image.watchdog_pid
-    finally:
-        mapping.close()
 
 
 def sampling_rate(names: list[str]) -> float:
