@@ -87,9 +87,11 @@ def exit_status(pid: int, pidfd: int, start_ticks: int, earlier: ExitStatus | No
     told of the death may take a moment to reap, and the pidfd says nothing before
     the reap, so both are tried again for up to REAP_WAIT seconds. ``earlier`` is a
     status read while the host was dying, the last resort. ``trust_stat`` is False
-    when the main thread ended before the process: the stat then holds its status.
+    when the main thread ended before the process: the stat then holds its status, and
+    only the pidfd can tell, so a zombie still unreaped is waited for up to
+    LEADER_REAP_WAIT seconds.
     """
-    deadline = time.monotonic() + REAP_WAIT
+    started = time.monotonic()
     while True:
         found = _attribution.stat_exit_status(_attribution.read_proc_stat(pid), start_ticks) \
             if trust_stat else None
@@ -102,10 +104,11 @@ def exit_status(pid: int, pidfd: int, start_ticks: int, earlier: ExitStatus | No
             return ExitStatus(*found)
         if pidfd < 0 or _attribution.pidfd_info_supported() is False:
             return earlier
-        if time.monotonic() >= deadline:
+        waited = time.monotonic() - started
+        if waited >= REAP_WAIT:
             zombie = not trust_stat and _attribution.stat_exit_status(
                 _attribution.read_proc_stat(pid), start_ticks) is not None
-            if not zombie or time.monotonic() >= deadline - REAP_WAIT + LEADER_REAP_WAIT:
+            if not zombie or waited >= LEADER_REAP_WAIT:
                 return earlier
         time.sleep(0.002)
 
