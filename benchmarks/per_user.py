@@ -95,13 +95,13 @@ class UserWatchdogProcess(_spawn.WatchdogProcess):
     def reap_later(self):
         pass
 
-def hand_over(shm_name, suggestions):
+def hand_over(shm_name, config):
     lock_fd = _shm.lock_for_watchdog(shm_name)  # as spawn_watchdog: never a lockless ring
     pidfd = ctl_read = ctl_write = -1
     try:
         pidfd = os.pidfd_open(os.getpid())
         ctl_read, ctl_write = os.pipe()
-        offer = json.dumps({"shm": shm_name, "suggestions": suggestions}).encode()
+        offer = json.dumps({"shm": shm_name, "suggestions": config.suggestion}).encode()
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect(os.environ["WDC_PER_USER_SOCKET"])
             socket.send_fds(s, [offer], [lock_fd, pidfd, ctl_read])

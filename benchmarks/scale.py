@@ -18,6 +18,10 @@ settle, over ``--seconds`` of watching:
   left. Retention is raised to hold them all: with the defaults
   (100 dump sets, 256 MiB) a folder keeps only the newest 100 of 256 postmortems.
 
+With ``--prometheus`` every count runs twice, side by side: without and then with each
+watchdog keeping its metrics file in a textfile folder (docs/fleet.md), and the table
+says how many exit files say SIGKILL, certain, and how many live files are left.
+
 Budgets (docs/performance.md): an idle watchdog <= 10 MiB USS and <= 0.1 % of a
 core; 256 sessions together <= 25 % of a core and <= 2 GiB PSS.
 """
@@ -82,15 +86,20 @@ def watchdog_of(shm_name: str) -> int:
         mapping.close()
 
 
-def measure(n: int, seconds: float) -> dict[str, float]:
+def measure(n: int, seconds: float, textfile: bool = False) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("WATCHDOG_CORE_DISABLE", None)
+    env.pop("WATCHDOG_CORE_PROMETHEUS_DIR", None)
     # Retention sized for N sessions dying at once (a .ring is 2.1 MiB): with the default
     # (100 sets, 256 MiB) the folder keeps only the newest, which is itself a finding.
     env["WATCHDOG_CORE_MAX_FILES"] = str(max(100, 2 * n))
     env["WATCHDOG_CORE_MAX_BYTES"] = str(max(256 << 20, 4 * n << 20))
     with tempfile.TemporaryDirectory(prefix="wdc-scale-") as folder:
         flag = os.path.join(folder, ".dump-now")  # hidden: retention never counts it
+        metrics = Path(folder, "textfile")
+        if textfile:
+            metrics.mkdir(mode=0o755)
+            env["WATCHDOG_CORE_PROMETHEUS_DIR"] = str(metrics)
         hosts = [subprocess.Popen([sys.executable, "-c", HOST, folder, f"scale{n}-{i}", flag],
                                   stdout=subprocess.PIPE, text=True, env=env)
                  for i in range(n)]
@@ -122,6 +131,7 @@ def measure(n: int, seconds: float) -> dict[str, float]:
             last = _all_dumps(Path(folder), n, "host-died", killed_at)
             exact = _exact_kills(Path(folder))
             leftovers = [p.name for p in Path(folder).iterdir() if ".tmp" in p.name]
+            exit_files, live_files = _textfiles(metrics, n) if textfile else (0, 0)
         finally:
             for h in hosts:
                 if h.poll() is None:
@@ -139,7 +149,20 @@ def measure(n: int, seconds: float) -> dict[str, float]:
         "uss_dumped_max": max(u for u, _ in dumped) / mib,
         "pss_dumped_all": sum(p for _, p in dumped) / mib,
         "last_postmortem": last, "tmp_left": len(leftovers), "exact": exact,
+        "exit_files": exit_files, "live_files": live_files,
     }
+
+
+def _textfiles(folder: Path, n: int, timeout: float = 60) -> tuple[int, int]:
+    """Exit files saying SIGKILL, certain, and live files left, once the N exit files
+    are there (each is written just after its postmortem)."""
+    deadline = time.monotonic() + timeout
+    while (len(list(folder.glob("*+exit.prom"))) < n and time.monotonic() < deadline):
+        time.sleep(0.05)
+    exact = sum('kind="killed",signal="SIGKILL",confidence="certain"} 1' in p.read_text()
+                for p in folder.glob("*+exit.prom"))
+    live = [p for p in folder.glob("*.prom") if not p.name.endswith("+exit.prom")]
+    return exact, len(live)
 
 
 def _all_dumps(folder: Path, n: int, trigger: str, since: float,
@@ -178,19 +201,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--prometheus", action="store_true",
+                        help="each count without and with per-session metrics files")
     args = parser.parse_args()
     print("| sessions | CPU, all watchdogs | per watchdog | USS / PSS each | PSS, all | "
           "after a dump each: USS (max) / PSS, all | all killed: last postmortem | "
-          "killed by SIGKILL, certain | .tmp left |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for n in args.sessions:
-        r = measure(n, args.seconds)
+          "killed by SIGKILL, certain | .tmp left |"
+          + (" metrics files | exit files SIGKILL, certain | live files left |"
+             if args.prometheus else ""))
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+          + ("---|---:|---:|" if args.prometheus else ""))
+    for n, textfile in [(n, t) for n in args.sessions
+                        for t in ((False, True) if args.prometheus else (False,))]:
+        r = measure(n, args.seconds, textfile)
+        files = ""
+        if args.prometheus:
+            files = (f" {'yes' if textfile else 'no'} | "
+                     + (f"{r['exit_files']} of {n} | {r['live_files']} |" if textfile
+                        else "- | - |"))
         print(f"| {n} | {r['cpu_all']:.1f} % | {r['cpu_each']:.3f} % | "
               f"{r['uss_each']:.1f} / {r['pss_each']:.1f} MiB | {r['pss_all']:.0f} MiB | "
               f"{r['uss_dumped']:.1f} ({r['uss_dumped_max']:.1f}) / "
               f"{r['pss_dumped_all']:.0f} MiB | "
-              f"{r['last_postmortem']:.2f} s | {r['exact']} of {n} | {r['tmp_left']} |",
-              flush=True)
+              f"{r['last_postmortem']:.2f} s | {r['exact']} of {n} | {r['tmp_left']} |"
+              + files, flush=True)
 
 
 if __name__ == "__main__":

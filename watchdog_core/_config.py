@@ -276,6 +276,8 @@ class SessionConfig:
         "max_files",
         "memory_limit",
         "on_pressure",
+        "prometheus_expire_after",
+        "prometheus_textfile_dir",
         "restart",
         "ring_slots",
         "session_id",
@@ -311,6 +313,7 @@ class SessionConfig:
         max_bytes: int | str | None = None,
         extras: tuple[str, ...] | list[str] = (),
         tracemalloc_frames: int | None = None,
+        prometheus_textfile_dir: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if env is None else env
@@ -393,6 +396,8 @@ class SessionConfig:
         self.max_files, self.max_bytes = _retention(env, max_files, max_bytes)
         self.extras = check_extras(extras)
         self.tracemalloc_frames = check_tracemalloc_frames(tracemalloc_frames)
+        self.prometheus_textfile_dir, self.prometheus_expire_after = prometheus_settings(
+            env, prometheus_textfile_dir)
 
     def ring_config(self, *, include_children: bool | None = None) -> RingConfig:
         """These settings as the ring header keeps them for the watchdog (``run``
@@ -480,3 +485,48 @@ def _check_suggestion(value: object) -> dict[str, str]:
             out[level] = text
         return out
     raise ValueError(f"suggestion must be a string or a dict of level -> string, got {value!r}")
+
+
+DEFAULT_PROMETHEUS_EXPIRE = 3600.0  # _textfile.DEFAULT_EXPIRE_AFTER: not loaded by hosts
+
+
+def prometheus_settings(env: Mapping[str, str], textfile_dir: object,
+                        what: str = "prometheus_textfile_dir") -> tuple[str, float]:
+    """The folder for the session's metrics file (the argument, else
+    $WATCHDOG_CORE_PROMETHEUS_DIR, else "": none) as an absolute path, and the seconds
+    after which old files there expire ($WATCHDOG_CORE_PROMETHEUS_EXPIRE, default an
+    hour; a bad value warns and is ignored). Whether the folder can be used is the
+    watchdog's to find out: it says so on stderr, and the host never fails for it."""
+    if textfile_dir is None:
+        textfile_dir = env.get("WATCHDOG_CORE_PROMETHEUS_DIR") or None
+        what = "WATCHDOG_CORE_PROMETHEUS_DIR"
+    path = ""
+    if textfile_dir is not None:
+        try:
+            path = os.fspath(textfile_dir)  # type: ignore[call-overload]
+        except TypeError:
+            raise ValueError(f"{what} must be a path, got {textfile_dir!r}") from None
+        if not isinstance(path, str) or not path or "\0" in path:
+            raise ValueError(f"{what} must be a non-empty path, got {textfile_dir!r}")
+        path = os.path.abspath(path)
+        if len(os.fsencode(path)) > 4095:
+            raise ValueError(f"{what} is longer than 4095 bytes")
+    expire = DEFAULT_PROMETHEUS_EXPIRE
+    raw = env.get("WATCHDOG_CORE_PROMETHEUS_EXPIRE")
+    if raw is not None:
+        try:
+            expire = check_expire(raw, "WATCHDOG_CORE_PROMETHEUS_EXPIRE")
+        except ValueError as exc:
+            warnings.warn(f"watchdog-core: ignoring {exc}", RuntimeWarning, stacklevel=4)
+    return path, expire
+
+
+def check_expire(raw: object, what: str) -> float:
+    """Seconds, finite and at least 1, from a number or its text."""
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = _INF
+    if isinstance(raw, bool) or not 1 <= value < _INF:
+        raise ValueError(f"{what}={raw!r}: not a number of seconds >= 1")
+    return value

@@ -394,6 +394,7 @@ def start_watchdog(
     max_bytes: int | str | None = None,
     extras: tuple[str, ...] | list[str] = (),
     tracemalloc_frames: int | None = None,
+    prometheus_textfile_dir: str | os.PathLike[str] | None = None,
 ) -> Watchdog:
     """Start watching this process; returns the :class:`Watchdog` handle.
 
@@ -420,6 +421,9 @@ def start_watchdog(
     tracemalloc traces, the top 50 allocation sites, in files beside that dump;
     ``tracemalloc_frames=N`` (1-100; 0 or None: not started) starts tracemalloc with
     N frames unless it traces already (docs/design.md, "Telling the host").
+    ``prometheus_textfile_dir`` (else ``$WATCHDOG_CORE_PROMETHEUS_DIR``) has the
+    watchdog keep the session's metrics in a ``.prom`` file there for node_exporter's
+    textfile collector (docs/fleet.md).
     Bad arguments raise ``ValueError`` naming the
     argument; an environment that cannot host a watchdog (no shared memory, a full
     ``/dev/shm``, an unsupported platform, ``WATCHDOG_CORE_DISABLE=1``) gives a
@@ -438,6 +442,7 @@ def start_watchdog(
         catch_sigterm=catch_sigterm, restart=restart, stack_signal=stack_signal,
         large_history_share=large_history_share, max_files=max_files, max_bytes=max_bytes,
         extras=extras, tracemalloc_frames=tracemalloc_frames,
+        prometheus_textfile_dir=prometheus_textfile_dir,
     )
     if _current is not None and not _current._stopped and _current._pid == os.getpid():
         ignored = _config.differing_arguments(_current._config.arguments, arguments,
@@ -513,7 +518,7 @@ def start_watchdog(
             config=config.ring_config(),
             features=_ring.FEATURE_LOCKS if _shm.LOCKS else 0,
         )
-        process = _spawn.spawn_watchdog(shm_name, config.suggestion)
+        process = _spawn.spawn_watchdog(shm_name, config)
     except Exception as exc:  # never a segment (or its lock) left behind by a failed start
         _shm.unlink_segment(shm_name, writer.lock_fd)
         writer.detach()

@@ -395,7 +395,7 @@ class HostHooks:
         self.last_restart = now
         process.close_channel()
         try:
-            handle._process = spawn_watchdog(str(handle.shm_name), self.config.suggestion)
+            handle._process = spawn_watchdog(str(handle.shm_name), self.config)
         except OSError:
             return
         self.w.words[_ring.W_RESTARTS] = self.restarts

@@ -75,6 +75,10 @@ W_PRESSURE_SAMPLE = 57  # the sample the newest pressure dump was written for (w
 W_EXTRAS_REQUEST = 58  # extras asked of the host: 1 once asked, at most once per session
 W_EXTRAS_DONE = 59  # the request answered: bits 0-31 its number, 4 bits per extra (host)
 W_JOINED = 60  # the pid of a Python child of `watchdog-core run` that joined its ring (host)
+# Dumps by trigger (watchdog), two 32-bit counts to a word, in DUMP_TRIGGERS order: what
+# the metrics count (``_metrics``). Zero in a ring written before they were counted.
+W_DUMPS_BY_TRIGGER = 61  # words 61-63
+DUMP_TRIGGERS = ("hard", "critical", "unresponsive", "manual", "descendant-died")
 
 # W_DEATH: each step is written before the next begins, so a recoverer taking over a
 # ring whose watchdog died midway knows what is already done (docs/design.md).
@@ -237,3 +241,21 @@ def encode_status(level: int, ratio: float, rss: int, heap_used: int, limit: int
 
 def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def count_dump(words: memoryview, trigger: str) -> None:
+    """One more dump of ``trigger`` (one of DUMP_TRIGGERS; others are not counted here).
+    The watchdog is the only writer, so a read-modify-write of the word is safe."""
+    if trigger not in DUMP_TRIGGERS:
+        return
+    index = DUMP_TRIGGERS.index(trigger)
+    word, shift = W_DUMPS_BY_TRIGGER + index // 2, 32 * (index % 2)
+    count = (words[word] >> shift) & 0xFFFFFFFF
+    if count < 0xFFFFFFFF:
+        words[word] += 1 << shift
+
+
+def dump_counts(words: memoryview) -> dict[str, int]:
+    """The dumps written by trigger, every trigger of DUMP_TRIGGERS present."""
+    return {trigger: (words[W_DUMPS_BY_TRIGGER + i // 2] >> (32 * (i % 2))) & 0xFFFFFFFF
+            for i, trigger in enumerate(DUMP_TRIGGERS)}

@@ -26,6 +26,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from ._config import SessionConfig
+
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -125,7 +127,7 @@ class ParentWatchdog(WatchdogProcess):
 
 
 def watchdog_argv(shm_name: str, lock_fd: int, pidfd: int, ctl_fd: int,
-                  suggestions: dict[str, str]) -> list[str]:
+                  config: SessionConfig) -> list[str]:
     # -P (3.11+) keeps the host's working directory off sys.path: the watchdog must
     # never import a module of the host's (docs/design.md).
     argv = [sys.executable]
@@ -133,12 +135,15 @@ def watchdog_argv(shm_name: str, lock_fd: int, pidfd: int, ctl_fd: int,
         argv.append("-P")
     argv += ["-m", "watchdog_core._watchdog", "--shm", shm_name, "--lock", str(lock_fd),
              "--pidfd", str(pidfd), "--ctl", str(ctl_fd)]
-    for level, text in suggestions.items():
+    for level, text in config.suggestion.items():
         argv += ["--suggestion", f"{level}={text}"]
+    if config.prometheus_textfile_dir:  # a folder's name: nothing private in argv
+        argv += ["--prometheus", config.prometheus_textfile_dir,
+                 "--prometheus-expire", repr(config.prometheus_expire_after)]
     return argv
 
 
-def spawn_watchdog(shm_name: str, suggestions: dict[str, str]) -> WatchdogProcess:
+def spawn_watchdog(shm_name: str, config: SessionConfig) -> WatchdogProcess:
     """Start ``python -m watchdog_core._watchdog`` for this host's ring.
 
     Raises OSError when the process cannot be started; the caller turns that into
@@ -162,7 +167,7 @@ def spawn_watchdog(shm_name: str, suggestions: dict[str, str]) -> WatchdogProces
         env["PYTHONPATH"] = _PACKAGE_PARENT + (os.pathsep + path if path else "")
         pid = os.posix_spawn(
             sys.executable,
-            watchdog_argv(shm_name, lock_fd, pidfd, ctl_read, suggestions),
+            watchdog_argv(shm_name, lock_fd, pidfd, ctl_read, config),
             env,
             file_actions=_stdio_actions(),
             setsid=True,  # Ctrl-C in the terminal goes to the host, not the watchdog

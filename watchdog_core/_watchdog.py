@@ -34,17 +34,20 @@ GLANCE_STEP = 4 << 20
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._document import DescendantDoc, ResponsivenessDoc
+    from ._textfile import SessionFile
     from ._tree import Tree
 
 
 class _Arguments:
     """What ``_spawn`` passes: ``--shm NAME [--lock FD] [--pidfd FD] [--ctl FD]
-    [--suggestion LEVEL=TEXT]...``. Parsed by hand: argparse (and the gettext it
-    loads) would be 0.4 MiB of every idle watchdog, for arguments only we write."""
+    [--suggestion LEVEL=TEXT]... [--prometheus DIR --prometheus-expire SECONDS]``.
+    Parsed by hand: argparse (and the gettext it loads) would be 0.4 MiB of every idle
+    watchdog, for arguments only we write."""
 
     def __init__(self, argv: list[str]) -> None:
-        self.shm = ""
+        self.shm = self.prometheus = ""
         self.lock = self.pidfd = self.ctl = -1
+        self.prometheus_expire: float | None = None
         self.suggestions: dict[str, str] = {}
         if len(argv) % 2:
             raise ValueError(f"an option without its value: {argv[-1]}")
@@ -56,6 +59,10 @@ class _Arguments:
             elif option == "--suggestion":
                 level, _, text = value.partition("=")
                 self.suggestions[level] = text
+            elif option == "--prometheus":
+                self.prometheus = value
+            elif option == "--prometheus-expire":
+                self.prometheus_expire = float(value)
             else:
                 raise ValueError(f"unknown option {option}")
         if not self.shm:
@@ -67,10 +74,12 @@ class Watcher:
 
     def __init__(self, shm_name: str, lock_fd: int, pidfd: int, ctl: int,
                  suggestions: dict[str, str], tree: Tree | None = None,
-                 kmsg_fd: int | None = None) -> None:
+                 kmsg_fd: int | None = None, textfile_dir: str = "",
+                 textfile_expire: float | None = None) -> None:
         """``tree`` is ``watchdog-core run``'s: the host's descendants are measured with
         it, in their cgroup where they have one (``_tree``); ``kmsg_fd`` the kernel log
-        it opened before its child ran."""
+        it opened before its child ran. ``textfile_dir``: keep the session's metrics
+        file there (``_textfile``), old ones expiring after ``textfile_expire`` s."""
         self.shm_name = shm_name
         # The descriptor holding our lock is the segment our host created: map it, not
         # whatever the name points at now.
@@ -118,6 +127,13 @@ class Watcher:
         self.wakeups: Wakeups | None = None
         self.wakeup_dirs: tuple[str, ...] = ()
         self.poller: select.poll | None = None
+        self.textfile: SessionFile | None = None
+        if textfile_dir:
+            from ._textfile import DEFAULT_EXPIRE_AFTER, SessionFile
+
+            self.textfile = SessionFile(
+                textfile_dir, header.session_id, self.host_pid, header.host_start_ticks,
+                DEFAULT_EXPIRE_AFTER if textfile_expire is None else textfile_expire, say)
 
     def reconfigure(self, config: _ring.RingConfig) -> None:
         """Grade by ``config`` from now on: the settings a Python child merged into the
@@ -270,6 +286,7 @@ class Watcher:
         if name is not None:
             self._set_last_dump(name)
             self.words[_ring.W_DUMPS] += 1
+            _ring.count_dump(self.words, trigger)
         return name
 
     def image(self, raw: memoryview) -> _reader.RingImage:
@@ -301,6 +318,10 @@ class Watcher:
         self.oom.close()
         written = verdict.clean or self._write_postmortem(verdict, image, crash_text,
                                                           frames_text)
+        textfile = self.textfile
+        if textfile is not None and not verdict.clean:  # after the postmortem: disk first
+            self._guarded(partial(textfile.host_died, verdict.kind, verdict.signal,
+                                  verdict.confidence))
         # After the postmortem: an answer the host gave just before it died still
         # names its files in the critical dump.
         self._guarded(self.extras.follow)
@@ -367,7 +388,16 @@ class Watcher:
         self.words[_ring.W_TICK_DONE] = self.grading.samples  # the host may announce now
         self._guarded(self.extras.follow)  # never waits: a death is seen at the next poll
         self.check_responsiveness(reading)
+        if self.textfile is not None:
+            self._guarded(partial(self.update_textfile, reading.host.t))
         return True
+
+    def update_textfile(self, now: float) -> None:
+        """The metrics file from the status block just written and the dumps so far:
+        what ``export`` would print of the session."""
+        status = _reader.read_status(self.buf, self.words)
+        if self.textfile is not None and status is not None:
+            self.textfile.update(status, _ring.dump_counts(self.words), now)
 
     def glance(self) -> bool:
         """Between two samples, at the interval: one read of the host's RSS. True when it
@@ -437,6 +467,8 @@ class Watcher:
 
     def close(self) -> None:
         """Unmap the ring; our lock goes with our descriptor when we exit."""
+        if self.textfile is not None:
+            self._guarded(self.textfile.host_ended)  # no live file of a session that ended
         if self.wakeups is not None:
             self.wakeups.close()
         self.probe.close()
@@ -582,7 +614,9 @@ def main(argv: list[str] | None = None) -> int:
         os.set_blocking(args.ctl, False)
     wake = _listen_for_requests()
     try:
-        watcher = Watcher(args.shm, args.lock, args.pidfd, args.ctl, args.suggestions)
+        watcher = Watcher(args.shm, args.lock, args.pidfd, args.ctl, args.suggestions,
+                          textfile_dir=args.prometheus,
+                          textfile_expire=args.prometheus_expire)
     except (OSError, ValueError) as exc:
         say(f"cannot attach to ring {args.shm}: {exc}")
         return 2

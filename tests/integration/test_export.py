@@ -51,8 +51,9 @@ GAUGES = {
     "watchdog_core_time_to_limit_seconds": "seconds",
     "watchdog_core_last_sample_age_seconds": "seconds",
 }
-COUNTERS = ("watchdog_core_samples", "watchdog_core_dumps", "watchdog_core_pressure_dumps")
+COUNTERS = ("watchdog_core_samples", "watchdog_core_dumps")
 LABELS = {"session", "program", "limit_source"}
+TRIGGERS = ("hard", "critical", "unresponsive", "manual", "descendant-died")
 
 
 class Hosts:
@@ -64,8 +65,9 @@ class Hosts:
         self.procs: list[subprocess.Popen[str]] = []
         self.info: dict[str, dict[str, object]] = {}
 
-    def start(self, session: str, limit: int = 0, *extra: str) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+    def start(self, session: str, limit: int = 0, *extra: str,
+              env: dict[str, str] | None = None) -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
         env.pop("WATCHDOG_CORE_DISABLE", None)
         proc = subprocess.Popen(
             [sys.executable, "-c", HOST, str(self.directory), session, str(limit), *extra],
@@ -161,10 +163,11 @@ def test_export_both_formats_match_the_hosts(hosts: Hosts) -> None:
 
         v = functools.partial(_value, families)
         for name, family in families.items():
-            sessions = [s.labels["session"] for s in family.samples]
-            assert len(sessions) == len(set(sessions)), f"{name}: a session twice"
+            series = [tuple(sorted(s.labels.items())) for s in family.samples]
+            assert len(series) == len(set(series)), f"{name}: a series twice"
             for s in family.samples:
-                assert set(s.labels) == LABELS
+                assert set(s.labels) == LABELS | ({"trigger"} if name.endswith("dumps")
+                                                  else set())
 
         for session, info in hosts.info.items():
             status = info["status"]
@@ -181,8 +184,9 @@ def test_export_both_formats_match_the_hosts(hosts: Hosts) -> None:
             assert v("watchdog_core_growth_bytes_per_second", session) == pytest.approx(
                 status["growthBytesPerSecond"])
             assert v("watchdog_core_samples", session) == status["samples"]
-            assert v("watchdog_core_dumps", session) == 0
-            assert v("watchdog_core_pressure_dumps", session) == 0
+            dumps = {s.labels["trigger"]: s.value for s in families["watchdog_core_dumps"].samples
+                     if s.labels["session"] == session}
+            assert dumps == dict.fromkeys(TRIGGERS, 0)
             age = v("watchdog_core_last_sample_age_seconds", session)
             assert 0 <= age < 120
             to_limit = [s for s in families["watchdog_core_time_to_limit_seconds"].samples
@@ -227,13 +231,32 @@ def test_bad_options_exit_2_with_one_line(argv: tuple[str, ...]) -> None:
     assert done.stderr.startswith("watchdog-core: error: ")
 
 
-def test_64_sessions_are_64_series_per_gauge(hosts: Hosts) -> None:
+def test_64_sessions_are_64_series_per_gauge(hosts: Hosts, tmp_path: Path) -> None:
+    """In one scrape, and in the 64 files of a textfile folder read together as
+    node_exporter reads them: one series per session (and trigger), bounded labels."""
     prefix = f"exp64-{os.getpid()}-"
-    started = time.monotonic()
+    folder = tmp_path / "textfile"
+    folder.mkdir()
     for i in range(64):
-        hosts.start(f"{prefix}{i:02d}", 256 << 20)
+        hosts.start(f"{prefix}{i:02d}", 256 << 20,
+                    env={"WATCHDOG_CORE_PROMETHEUS_DIR": str(folder)})
     hosts.wait_ready()
-    assert time.monotonic() - started < 60, "64 hosts took too long to start"
+    deadline = time.monotonic() + 60
+    while len(list(folder.glob("*.prom"))) < 64:  # written at each watchdog's first sample
+        assert time.monotonic() < deadline, "not every watchdog wrote its file"
+        time.sleep(0.05)
+    merged: dict[str, list[Any]] = {}
+    for path in sorted(folder.glob("*.prom")):
+        for family in parse_prometheus(path.read_text()):
+            merged.setdefault(family.name, []).extend(family.samples)
+    assert set(merged) == (set(GAUGES) | set(COUNTERS)) - {
+        "watchdog_core_last_sample_age_seconds"}  # node_exporter gives each file's mtime
+    for name, samples in merged.items():
+        keys = [tuple(sorted(s.labels.items())) for s in samples]
+        assert len(keys) == len(set(keys)), f"{name}: a series twice"
+        assert {k for s in samples for k in s.labels} <= LABELS | {"trigger"}
+    assert len(merged["watchdog_core_level"]) == 64
+    assert len(merged["watchdog_core_dumps"]) == 64 * len(TRIGGERS)
     done = run_cli("export", "--openmetrics")
     assert done.returncode == 0, done.stderr
     families = _ours(list(parse_openmetrics(done.stdout)), prefix)
@@ -242,5 +265,5 @@ def test_64_sessions_are_64_series_per_gauge(hosts: Hosts) -> None:
             continue  # only the growing ones
         series = [s.labels["session"] for s in families[name].samples]
         assert sorted(series) == [f"{prefix}{i:02d}" for i in range(64)], name
-    for name in COUNTERS:
-        assert len(families[name].samples) == 64
+    assert len(families["watchdog_core_samples"].samples) == 64
+    assert len(families["watchdog_core_dumps"].samples) == 64 * len(TRIGGERS)

@@ -38,7 +38,7 @@ STAND_IN = """
 import os
 from watchdog_core import _spawn
 
-def stand_in(shm_name, suggestions):
+def stand_in(shm_name, config):
     read, write = os.pipe()
     pid = os.posix_spawn("/bin/cat", ["cat"], {}, file_actions=[
         (os.POSIX_SPAWN_DUP2, read, 0),

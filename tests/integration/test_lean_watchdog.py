@@ -89,10 +89,12 @@ def test_bytes_that_are_not_utf8_and_nan_stats_still_make_a_postmortem(
 
 
 def test_the_watchdogs_imports_stay_stdlib() -> None:
-    # What an idle watchdog loads, and what its postmortem path imports late: neither
-    # pydantic, nor filelock (only pruning loads it), nor psutil on Linux.
+    # What an idle watchdog loads, and what its postmortem path and its metrics file
+    # import late: neither pydantic, nor filelock (only pruning loads it), nor psutil
+    # on Linux.
     code = ("import sys\n"
-            "import watchdog_core._watchdog, watchdog_core._recovery\n"
+            "import watchdog_core._watchdog, watchdog_core._recovery, "
+            "watchdog_core._textfile\n"
             "heavy = {'pydantic', 'filelock', 'psutil', 'typing', 'dataclasses',"
             " 'argparse', 'datetime', 'inspect'}\n"
             "print(sorted(heavy & set(sys.modules)))\n")

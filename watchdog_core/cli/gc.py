@@ -27,6 +27,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="dump sets to keep (default 100 or $WATCHDOG_CORE_MAX_FILES)")
     parser.add_argument("--max-bytes", default=None,
                         help="bytes to keep, e.g. 256MiB (default or $WATCHDOG_CORE_MAX_BYTES)")
+    parser.add_argument("--prometheus-textfile", metavar="DIR", default=None,
+                        help="also expire our old metrics files in this textfile folder "
+                        "(default: $WATCHDOG_CORE_PROMETHEUS_DIR, else none)")
+    parser.add_argument("--prometheus-expire", metavar="SECONDS", default=None,
+                        help="age at which a dead host's metrics file goes (default 3600 "
+                        "or $WATCHDOG_CORE_PROMETHEUS_EXPIRE)")
     parser.add_argument("--dry-run", action="store_true", help="say what would be done")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
@@ -42,6 +48,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         with warnings.catch_warnings(record=True) as ignored:
             warnings.simplefilter("always")
             max_files, max_bytes = _retention(os.environ, args.max_files, args.max_bytes)
+            textfile_dir, expire_after = _prometheus(args)  # its bad environment too
     except ValueError as exc:
         raise UsageError(str(exc).replace("max_files", "--max-files")
                          .replace("max_bytes", "--max-bytes")) from None
@@ -65,10 +72,24 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             pruned = store.prune(dry_run=args.dry_run)
         except StoreError as exc:
             error = str(exc)
+    expired: list[str] = []
+    if textfile_dir:
+        from .._textfile import TextfileError, expire, open_folder
+
+        try:
+            dir_fd = open_folder(textfile_dir)
+        except TextfileError as exc:
+            error = "; ".join(filter(None, (error, str(exc))))
+        else:
+            try:
+                expired = [os.path.join(textfile_dir, name) for name in
+                           expire(dir_fd, expire_after, dry_run=args.dry_run)]
+            finally:
+                os.close(dir_fd)
     result = {"dryRun": args.dry_run,
               "orphans": [{"segment": s, "postmortem": p, "outcome": o} for s, p, o in recovered],
               "corrupt": [{"segment": s, "problem": p, "outcome": o} for s, p, o in corrupt],
-              "pruned": pruned, "directory": directory, "error": error}
+              "pruned": pruned, "directory": directory, "expired": expired, "error": error}
     unwritten = [s for s, _, o in recovered if o in ("kept", "partial", "dropped")]
     if args.json:
         out.write(json_text(result))
@@ -84,11 +105,27 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                       "or watchdog holds\n")
         for name in pruned:
             out.write(f"{verb} {p(os.path.join(directory, name))}\n")
+        for path in expired:
+            out.write(f"{verb} {p(path)}: an old metrics file\n")
         if error:
             out.write(f"cannot prune: {p(error)}\n")
-        if not recovered and not corrupt and not pruned and not error:
+        if not recovered and not corrupt and not pruned and not expired and not error:
             out.write("nothing to do\n")
     return 1 if error or unwritten else 0
+
+
+def _prometheus(args: argparse.Namespace) -> tuple[str, float]:
+    """The textfile folder to expire files in ("" for none), and after how long."""
+    from .._config import check_expire, prometheus_settings
+
+    try:
+        textfile_dir, expire_after = prometheus_settings(
+            os.environ, args.prometheus_textfile, "--prometheus-textfile")
+        if args.prometheus_expire is not None:
+            expire_after = check_expire(args.prometheus_expire, "--prometheus-expire")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None  # not the caller's: no --max-* to rename
+    return textfile_dir, expire_after
 
 
 # A segment no one holds that was never written may be a host's in the instant between

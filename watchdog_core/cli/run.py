@@ -20,7 +20,8 @@ HELP = "run a program of any language under a watchdog, as its parent"
 # start_watchdog()'s argument names, as its errors name them, and run's options.
 _OPTIONS = {"max_dumps_per_session": "--max-dumps", "memory_limit": "--memory-limit",
             "session_id": "--session-id", "hang_after": "--hang-after",
-            "diagnostics_dir": "--dir", "interval": "--interval"}
+            "diagnostics_dir": "--dir", "interval": "--interval",
+            "prometheus_textfile_dir": "--prometheus-textfile"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +43,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "stops responding for this long")
     parser.add_argument("--max-dumps", type=int, metavar="N", default=3,
                         help="pressure and descendant dumps per session (default 3)")
+    parser.add_argument("--prometheus-textfile", metavar="DIR",
+                        help="keep the session's metrics in a .prom file in DIR, "
+                             "node_exporter's textfile folder (default: "
+                             "$WATCHDOG_CORE_PROMETHEUS_DIR, else none)")
     parser.add_argument("--no-cgroup", action="store_true",
                         help="never put the tree in a memory cgroup of its own")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
@@ -87,6 +92,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                          "train.py")
     if args.dir is not None and os.path.exists(args.dir) and not os.path.isdir(args.dir):
         raise UsageError(f"--dir {args.dir} is not a directory")
+    if args.prometheus_textfile is not None:
+        _check_textfile_dir(args.prometheus_textfile)
     session_id = args.session_id
     if session_id is None:
         session_id = readable_session_id(program_name(command))
@@ -99,6 +106,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             soft=args.soft, hard=args.hard, critical=args.critical,
             hang_after=args.hang_after,
             max_dumps_per_session=args.max_dumps,
+            prometheus_textfile_dir=args.prometheus_textfile,
         )
     except ValueError as exc:
         message = str(exc)
@@ -116,3 +124,16 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         if sys.stderr is not None:  # closed: never into stdout, the child's
             print(f"watchdog-core run: {printable(exc)}", file=sys.stderr)
         return exc.code
+
+
+def _check_textfile_dir(path: str) -> None:
+    """A folder asked for on the command line is checked before anything starts, as
+    the watchdog will judge it: missing, a symlink or open to every user is exit 2."""
+    import os
+
+    from .._textfile import TextfileError, open_folder
+
+    try:
+        os.close(open_folder(path))
+    except TextfileError as exc:
+        raise UsageError(f"--prometheus-textfile: {exc}") from None
