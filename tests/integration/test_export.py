@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -267,3 +268,204 @@ def test_64_sessions_are_64_series_per_gauge(hosts: Hosts, tmp_path: Path) -> No
         assert sorted(series) == [f"{prefix}{i:02d}" for i in range(64)], name
     assert len(families["watchdog_core_samples"].samples) == 64
     assert len(families["watchdog_core_dumps"].samples) == 64 * len(TRIGGERS)
+
+
+# -- export --otlp ------------------------------------------------------------------------
+
+OTEL_NAMES = {  # instrument -> (the Prometheus name the Collector gives it, unit)
+    "watchdog_core.rss": ("watchdog_core_rss_bytes", "By"),
+    "watchdog_core.limit": ("watchdog_core_limit_bytes", "By"),
+    "watchdog_core.limit_used": ("watchdog_core_limit_used_ratio", "1"),
+    "watchdog_core.level": ("watchdog_core_level", "{level}"),
+    "watchdog_core.growth": ("watchdog_core_growth_bytes_per_second", "By/s"),
+    "watchdog_core.time_to_limit": ("watchdog_core_time_to_limit_seconds", "s"),
+    "watchdog_core.last_sample_age": ("watchdog_core_last_sample_age_seconds", "s"),
+    "watchdog_core.samples": ("watchdog_core_samples", "{sample}"),
+    "watchdog_core.dumps": ("watchdog_core_dumps", "{dump}"),
+}
+
+
+def test_otel_instruments_through_the_sdks_in_memory_reader(hosts: Hosts) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.metrics.export import Gauge, InMemoryMetricReader, Sum
+
+    from watchdog_core.cli import _otel, export
+
+    prefix = f"otel{os.getpid()}-"
+    hosts.start(prefix + "a", 1 << 30)
+    hosts.start(prefix + "b", 0, SECRET)
+    hosts.wait_ready()
+    reader = InMemoryMetricReader()
+    provider = _otel.meter_provider([reader], export.live_sessions)
+    try:
+        data = reader.get_metrics_data()
+    finally:
+        provider.shutdown()
+    assert data is not None
+    (resource_metrics,) = data.resource_metrics
+    assert resource_metrics.resource.attributes["service.name"] == "watchdog-core"
+    assert resource_metrics.resource.attributes["host.name"]
+    (scope,) = resource_metrics.scope_metrics
+    metrics = {m.name: m for m in scope.metrics}
+    assert set(metrics) == set(OTEL_NAMES)
+    for name, (prometheus_name, unit) in OTEL_NAMES.items():
+        metric = metrics[name]
+        assert metric.unit == unit
+        # The Collector's translation: "." -> "_", and the unit's suffix where it has one.
+        suffix = {"By": "_bytes", "1": "_ratio", "By/s": "_bytes_per_second",
+                  "s": "_seconds"}.get(unit, "")
+        assert name.replace(".", "_") + suffix == prometheus_name
+        counter = prometheus_name in ("watchdog_core_samples", "watchdog_core_dumps")
+        assert isinstance(metric.data, Sum if counter else Gauge), name
+        if counter:
+            assert metric.data.is_monotonic
+    assert "hunter2" not in repr(data.to_json())
+
+    def points(name: str, session: str) -> list[Any]:
+        return [p for p in metrics[name].data.data_points
+                if p.attributes["session"] == session]
+
+    for session, info in hosts.info.items():
+        status = info["status"]
+        assert isinstance(status, dict)
+        (rss,) = points("watchdog_core.rss", session)
+        assert rss.value == status["rss"]
+        assert set(rss.attributes) == LABELS
+        assert rss.attributes["program"] == _comm(int(info["pid"]))
+        assert rss.attributes["limit_source"] == status["limitSource"]
+        (level,) = points("watchdog_core.level", session)
+        assert level.value == 0
+        dumps = {p.attributes["trigger"]: p.value for p in points("watchdog_core.dumps",
+                                                                  session)}
+        assert dumps == dict.fromkeys(TRIGGERS, 0)
+    (limit,) = points("watchdog_core.limit", prefix + "a")
+    assert limit.value == 1 << 30
+
+
+class _Collector:
+    """An OTLP/HTTP receiver on the loopback: it keeps every ExportMetricsServiceRequest
+    posted to /v1/metrics, decoded with the OpenTelemetry protobuf classes."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+
+        received = self.requests = []  # type: ignore[var-annotated]
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = metrics_service_pb2.ExportMetricsServiceRequest()
+                request.ParseFromString(body)
+                received.append((self.path, request))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+                self.wfile.write(
+                    metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString())
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_export_otlp_once_pushes_to_a_real_endpoint(hosts: Hosts) -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    prefix = f"otlp{os.getpid()}-"
+    hosts.start(prefix + "a", 1 << 30)
+    hosts.wait_ready()
+    collector = _Collector()
+    try:
+        done = run_cli("export", "--otlp", "--once",
+                       env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+                            "OTEL_SERVICE_NAME": "fleet-a"})
+    finally:
+        collector.close()
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and done.stdout == ""
+    (path, request), = collector.requests
+    assert path == "/v1/metrics"
+    (resource_metrics,) = request.resource_metrics
+    attributes = {a.key: a.value.string_value for a in resource_metrics.resource.attributes}
+    assert attributes["service.name"] == "fleet-a"  # the standard variable wins
+    metrics = {m.name: m for s in resource_metrics.scope_metrics for m in s.metrics}
+    assert set(metrics) == set(OTEL_NAMES)
+    (point,) = [p for p in metrics["watchdog_core.limit"].gauge.data_points
+                if any(a.key == "session" and a.value.string_value == prefix + "a"
+                       for a in p.attributes)]
+    assert point.as_int == 1 << 30
+
+
+def test_export_otlp_to_a_dead_endpoint_is_one_line_and_exit_1(hosts: Hosts) -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    import socket
+
+    hosts.start(f"otlpdead{os.getpid()}", 0)
+    hosts.wait_ready()
+    with socket.socket() as s:  # a port nobody listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        done = run_cli("export", "--otlp", "--once",
+                       env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+                            "OTEL_EXPORTER_OTLP_TIMEOUT": "2"})
+    assert done.returncode == 1, done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"watchdog-core: export --otlp: cannot push to "
+                                  f"http://127.0.0.1:{port}/v1/metrics")
+
+
+@pytest.mark.parametrize(("argv", "env", "says"), [
+    (("export", "--prometheus", "--once"), {}, "--once goes with --otlp"),
+    (("export", "--otlp"), {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "http/protobuf only"),
+])
+def test_otlp_bad_input_exits_2(argv: tuple[str, ...], env: dict[str, str], says: str) -> None:
+    done = run_cli(*argv, env=env)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert says in done.stderr
+
+
+def test_otlp_without_the_extra_says_how_to_get_it(tmp_path: Path) -> None:
+    """The SDK missing (a package shadowing it that cannot be imported): exit 2, one
+    line naming the extra."""
+    fake = tmp_path / "opentelemetry"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('not installed here')\n")
+    done = run_cli("export", "--otlp", "--once",
+                   env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert "pip install 'watchdog-core[otel]'" in done.stderr
+
+
+def test_export_otlp_pushes_at_its_interval_until_sigterm(hosts: Hosts) -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    hosts.start(f"otlploop{os.getpid()}", 0)
+    hosts.wait_ready()
+    collector = _Collector()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint,
+               OTEL_METRIC_EXPORT_INTERVAL="100")
+    proc = subprocess.Popen([sys.executable, "-m", "watchdog_core", "export", "--otlp"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(collector.requests) < 3:
+            assert time.monotonic() < deadline, "no pushes at the interval"
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        collector.close()
+    assert proc.returncode == 0, err
+    assert out == "" and err == ""

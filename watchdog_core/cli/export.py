@@ -1,6 +1,7 @@
 """``watchdog-core export``: the live sessions of this machine as one scrape, in the
 Prometheus text exposition format (``--prometheus``) or its OpenMetrics form
-(``--openmetrics``), for node_exporter's textfile collector (docs/fleet.md).
+(``--openmetrics``), for node_exporter's textfile collector, or pushed through the
+OpenTelemetry SDK (``--otlp``, ``_otel``) (docs/fleet.md).
 
 The families and their text are ``_metrics``', shared with the files the watchdogs
 keep in a textfile folder (``_textfile``). Only the status block and the counters of
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from typing import TYPE_CHECKING, NamedTuple, TextIO
 
@@ -24,8 +26,8 @@ if TYPE_CHECKING:
     import mmap
 
 NAME = "export"
-HELP = ("print the live sessions of this machine as one scrape: Prometheus text format "
-        "or OpenMetrics")
+HELP = ("print the live sessions of this machine as one scrape (Prometheus text format "
+        "or OpenMetrics), or push them over OTLP")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +38,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     form.add_argument("--openmetrics", action="store_true",
                       help="OpenMetrics 1.0 text: UNIT lines, counters' samples end in "
                       "_total, the scrape ends with '# EOF'")
+    form.add_argument("--otlp", action="store_true",
+                      help="push through the OpenTelemetry SDK over OTLP/HTTP, configured "
+                      "by the OTEL_* environment, every OTEL_METRIC_EXPORT_INTERVAL until "
+                      "stopped (needs watchdog-core[otel])")
+    parser.add_argument("--once", action="store_true",
+                        help="with --otlp: push once and exit (1 if the push failed)")
 
 
 class Sample(NamedTuple):
@@ -117,5 +125,14 @@ def render(samples: list[Sample], openmetrics: bool) -> str:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
+    if args.once and not args.otlp:
+        raise UsageError("--once goes with --otlp: the text formats are printed once anyway")
+    if args.otlp:
+        try:
+            from . import _otel
+        except ImportError as exc:
+            raise UsageError(f"--otlp needs the OpenTelemetry SDK ({exc}): pip install "
+                             "'watchdog-core[otel]'") from None
+        return _otel.push(live_sessions, once=args.once, err=sys.stderr)
     out.write(render(live_sessions(), openmetrics=bool(args.openmetrics)))
     return 0
