@@ -24,10 +24,11 @@ import warnings
 import pytest
 
 from ._pytest_ids import NodeLabels
+from ._rss import RssReader
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator
+    from collections.abc import Generator
     from typing import Any
 
     from ._host import Watchdog
@@ -289,40 +290,6 @@ def _is_stem(text: str) -> bool:
     """A dump's timestamp, ``20261129T152142.669478Z``: nothing else of the session id."""
     return (len(text) == 23 and text[8] == "T" and text[15] == "." and text[-1] == "Z"
             and (text[:8] + text[9:15] + text[16:22]).isdigit())
-
-
-class RssReader:
-    """This process's resident set size in bytes: one ``pread`` of /proc/self/statm
-    (a few microseconds), psutil where there is no /proc."""
-
-    def __init__(self) -> None:
-        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-        try:
-            self._fd = os.open(f"/proc/{os.getpid()}/statm", os.O_RDONLY)
-        except OSError:
-            self._fd = -1
-        self._psutil: Callable[[], int] | None = None
-
-    def __call__(self) -> int:
-        if self._fd >= 0:
-            try:
-                return int(os.pread(self._fd, 128, 0).split()[1]) * self._page
-            except (OSError, ValueError, IndexError):
-                pass
-        if self._psutil is None:
-            try:
-                import psutil
-
-                process = psutil.Process()
-                self._psutil = lambda: int(process.memory_info().rss)
-            except Exception:
-                self._psutil = lambda: 0
-        return self._psutil()
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
 
 
 def worker_session_id(project: str, worker: str, testrunuid: str) -> str:
