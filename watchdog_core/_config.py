@@ -280,6 +280,10 @@ class SessionConfig:
         "prometheus_textfile_dir",
         "restart",
         "ring_slots",
+        "sentry",
+        "sentry_dsn",
+        "sentry_pressure",
+        "sentry_reports",
         "session_id",
         "soft",
         "stack_signal",
@@ -314,6 +318,9 @@ class SessionConfig:
         extras: tuple[str, ...] | list[str] = (),
         tracemalloc_frames: int | None = None,
         prometheus_textfile_dir: str | os.PathLike[str] | None = None,
+        sentry_dsn: str | None = None,
+        sentry_reports: bool = False,
+        sentry_pressure: bool = False,
         env: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if env is None else env
@@ -398,6 +405,22 @@ class SessionConfig:
         self.tracemalloc_frames = check_tracemalloc_frames(tracemalloc_frames)
         self.prometheus_textfile_dir, self.prometheus_expire_after = prometheus_settings(
             env, prometheus_textfile_dir)
+        if sentry_dsn is not None:
+            from ._sentry_host import check_dsn
+
+            sentry_dsn = check_dsn(sentry_dsn)
+        self.sentry_dsn = sentry_dsn
+        for name, flag in (("sentry_reports", sentry_reports),
+                           ("sentry_pressure", sentry_pressure)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be a bool, got {flag!r}")
+        # WATCHDOG_CORE_SENTRY=1 turns reports on from outside, as SENTRY_DSN says where.
+        self.sentry_reports = sentry_reports or env.get("WATCHDOG_CORE_SENTRY", "") not in (
+            "", "0")
+        self.sentry_pressure = sentry_pressure
+        # What the watchdog is told (_sentry_host.settings), settled at start: None for
+        # no reports.
+        self.sentry: dict[str, object] | None = None
 
     def ring_config(self, *, include_children: bool | None = None) -> RingConfig:
         """These settings as the ring header keeps them for the watchdog (``run``

@@ -231,6 +231,28 @@ class Watchdog:
 
         return Path(self.diagnostics_dir) / name
 
+    def report_to_sentry(self, dsn: str | None = None) -> bool:
+        """Have the watchdog report to Sentry from now on (docs/sentry.md): to ``dsn``,
+        else to the host's own Sentry client as it is configured now (for a host that
+        calls ``sentry_sdk.init()`` after ``start_watchdog()``), else to ``$SENTRY_DSN``.
+        True once the watchdog has been told; False for a disabled or stopped handle,
+        or when no DSN is found (one RuntimeWarning says so)."""
+        from ._sentry_host import FRAME, check_dsn, encode, settings
+
+        if dsn is not None:
+            dsn = check_dsn(dsn, "dsn")
+        found = settings(dsn, True, self._config.sentry_pressure, os.environ)
+        if found is None or not self.enabled or self._process is None:
+            return False
+        self._config.sentry = found  # a restarted watchdog is told at its spawn
+        if self._process.ctl_fd < 0:
+            return False
+        try:  # one write under PIPE_BUF: never interleaved with a wake-up byte
+            os.write(self._process.ctl_fd, FRAME + encode(found).encode() + b"\n")
+        except OSError:
+            return False
+        return True
+
     def stop(self, timeout: float = 5.0) -> None:
         """End the session cleanly: no postmortem, the watchdog exits, the segment
         is removed. Idempotent."""
@@ -395,6 +417,9 @@ def start_watchdog(
     extras: tuple[str, ...] | list[str] = (),
     tracemalloc_frames: int | None = None,
     prometheus_textfile_dir: str | os.PathLike[str] | None = None,
+    sentry_dsn: str | None = None,
+    sentry_reports: bool = False,
+    sentry_pressure: bool = False,
 ) -> Watchdog:
     """Start watching this process; returns the :class:`Watchdog` handle.
 
@@ -424,6 +449,10 @@ def start_watchdog(
     ``prometheus_textfile_dir`` (else ``$WATCHDOG_CORE_PROMETHEUS_DIR``) has the
     watchdog keep the session's metrics in a ``.prom`` file there for node_exporter's
     textfile collector (docs/fleet.md).
+    ``sentry_dsn`` (or ``sentry_reports=True``: the host's own Sentry client's DSN, else
+    ``$SENTRY_DSN``; or ``WATCHDOG_CORE_SENTRY=1``) has the watchdog report to Sentry
+    what the host's SDK cannot: deaths by signal and hangs, and with
+    ``sentry_pressure=True`` hard and critical dumps (docs/sentry.md).
     Bad arguments raise ``ValueError`` naming the
     argument; an environment that cannot host a watchdog (no shared memory, a full
     ``/dev/shm``, an unsupported platform, ``WATCHDOG_CORE_DISABLE=1``) gives a
@@ -443,6 +472,7 @@ def start_watchdog(
         large_history_share=large_history_share, max_files=max_files, max_bytes=max_bytes,
         extras=extras, tracemalloc_frames=tracemalloc_frames,
         prometheus_textfile_dir=prometheus_textfile_dir,
+        sentry_dsn=sentry_dsn, sentry_reports=sentry_reports, sentry_pressure=sentry_pressure,
     )
     if _current is not None and not _current._stopped and _current._pid == os.getpid():
         ignored = _config.differing_arguments(_current._config.arguments, arguments,
@@ -497,6 +527,11 @@ def start_watchdog(
             warnings.warn(f"watchdog-core: {'; '.join(refusals)}; dumps go to {chosen}",
                           RuntimeWarning, stacklevel=2)
 
+    if config.sentry_dsn is not None or config.sentry_reports:
+        from ._sentry_host import settings
+
+        config.sentry = settings(config.sentry_dsn, config.sentry_reports,
+                                 config.sentry_pressure, os.environ)
     from . import _shm, _spawn
 
     host_pid = os.getpid()

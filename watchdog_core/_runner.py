@@ -355,7 +355,8 @@ class Runner:
         watcher = Watcher(name, watchdog_lock, pidfd, -1, self.config.suggestion, tree=tree,
                           kmsg_fd=self.kmsg_fd,
                           textfile_dir=self.config.prometheus_textfile_dir,
-                          textfile_expire=self.config.prometheus_expire_after)
+                          textfile_expire=self.config.prometheus_expire_after,
+                          sentry=self.config.sentry)
         self.watcher = watcher
         from ._hang import HangDetector
         from ._redact import redact_argv

@@ -163,6 +163,10 @@ def spawn_watchdog(shm_name: str, config: SessionConfig) -> WatchdogProcess:
         for fd in (lock_fd, *passed):
             os.set_inheritable(fd, True)
         env = dict(os.environ)
+        if config.sentry is not None:  # the DSN holds a key: never in argv (_sentry_host)
+            from ._sentry_host import ENV, encode
+
+            env[ENV] = encode(config.sentry)
         path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = _PACKAGE_PARENT + (os.pathsep + path if path else "")
         pid = os.posix_spawn(

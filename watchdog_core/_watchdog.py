@@ -34,6 +34,7 @@ GLANCE_STEP = 4 << 20
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._document import DescendantDoc, ResponsivenessDoc
+    from ._sentry import Reporter
     from ._textfile import SessionFile
     from ._tree import Tree
 
@@ -75,11 +76,13 @@ class Watcher:
     def __init__(self, shm_name: str, lock_fd: int, pidfd: int, ctl: int,
                  suggestions: dict[str, str], tree: Tree | None = None,
                  kmsg_fd: int | None = None, textfile_dir: str = "",
-                 textfile_expire: float | None = None) -> None:
+                 textfile_expire: float | None = None,
+                 sentry: dict[str, object] | None = None) -> None:
         """``tree`` is ``watchdog-core run``'s: the host's descendants are measured with
         it, in their cgroup where they have one (``_tree``); ``kmsg_fd`` the kernel log
         it opened before its child ran. ``textfile_dir``: keep the session's metrics
-        file there (``_textfile``), old ones expiring after ``textfile_expire`` s."""
+        file there (``_textfile``), old ones expiring after ``textfile_expire`` s.
+        ``sentry``: report deaths and hangs there (``_sentry_host`` settings)."""
         self.shm_name = shm_name
         # The descriptor holding our lock is the segment our host created: map it, not
         # whatever the name points at now.
@@ -127,6 +130,7 @@ class Watcher:
         self.wakeups: Wakeups | None = None
         self.wakeup_dirs: tuple[str, ...] = ()
         self.poller: select.poll | None = None
+        self.postmortem_path: str | None = None
         self.textfile: SessionFile | None = None
         if textfile_dir:
             from ._textfile import DEFAULT_EXPIRE_AFTER, SessionFile
@@ -134,6 +138,10 @@ class Watcher:
             self.textfile = SessionFile(
                 textfile_dir, header.session_id, self.host_pid, header.host_start_ticks,
                 DEFAULT_EXPIRE_AFTER if textfile_expire is None else textfile_expire, say)
+        self.sentry: Reporter | None = None
+        self.ctl_pending = b""  # the start of a message on the control pipe
+        if sentry:
+            self.report_to(sentry)
 
     def reconfigure(self, config: _ring.RingConfig) -> None:
         """Grade by ``config`` from now on: the settings a Python child merged into the
@@ -287,7 +295,40 @@ class Watcher:
             self._set_last_dump(name)
             self.words[_ring.W_DUMPS] += 1
             _ring.count_dump(self.words, trigger)
+            if self.sentry is not None and trigger in _SENTRY_TRIGGERS:
+                self.sentry.send_later(os.path.join(self.writer.store.path, name))
         return name
+
+    def report_to(self, settings: dict[str, object]) -> None:
+        """Report to Sentry from now on (``_sentry``): settings from the spawn, from
+        ``run``, or sent later by the host over the control pipe."""
+        from ._sentry import Reporter
+
+        self.sentry = Reporter(settings)
+
+    def read_control(self, data: bytes) -> None:
+        """Messages in what the control pipe gave (wake-up bytes are anything else):
+        ``_sentry_host.FRAME`` + settings + newline."""
+        from ._sentry_host import FRAME, decode
+
+        data = self.ctl_pending + data
+        self.ctl_pending = b""
+        while True:
+            start = data.find(FRAME)
+            if start < 0:
+                # keep what may be the start of a frame cut by the read
+                keep = max((n for n in range(1, len(FRAME)) if data.endswith(FRAME[:n])),
+                           default=0)
+                self.ctl_pending = data[len(data) - keep:] if keep else b""
+                return
+            end = data.find(b"\n", start)
+            if end < 0:
+                self.ctl_pending = data[start:]
+                return
+            settings = decode(data[start + len(FRAME):end])
+            if settings is not None:
+                self.report_to(settings)
+            data = data[end + 1:]
 
     def image(self, raw: memoryview) -> _reader.RingImage:
         """Decode the ring now; if the host has scribbled over its header, fall back to
@@ -322,6 +363,9 @@ class Watcher:
         if textfile is not None and not verdict.clean:  # after the postmortem: disk first
             self._guarded(partial(textfile.host_died, verdict.kind, verdict.signal,
                                   verdict.confidence))
+        if self.sentry is not None:  # after every file: disk first, then the network
+            self._guarded(partial(self.report_death, None if verdict.clean else
+                                  self.postmortem_path))
         # After the postmortem: an answer the host gave just before it died still
         # names its files in the critical dump.
         self._guarded(self.extras.follow)
@@ -343,7 +387,18 @@ class Watcher:
         path = self.death.write(self.writer, dump, wall_ns, self.buf)
         if path is not None:
             say(f"postmortem written to {path}")
+            self.postmortem_path = path
         return path is not None
+
+    def report_death(self, path: str | None) -> None:
+        """The reports still queued (a hang just before the death), then the death's,
+        before the watchdog exits: each waits at most a few seconds."""
+        from ._sentry import SEND_TIMEOUT
+
+        if self.sentry is not None:
+            self.sentry.drain(SEND_TIMEOUT)
+            if path is not None:
+                self.sentry.send(path)
 
     def _wait_gone(self, timeout: float = 30.0) -> bool:
         """Without a pidfd: EOF came; wait (bounded) for the host to be gone unless it
@@ -467,6 +522,10 @@ class Watcher:
 
     def close(self) -> None:
         """Unmap the ring; our lock goes with our descriptor when we exit."""
+        if self.sentry is not None:  # a hang reported just before a stop() still goes
+            from ._sentry import SEND_TIMEOUT
+
+            self.sentry.drain(SEND_TIMEOUT)
         if self.textfile is not None:
             self._guarded(self.textfile.host_ended)  # no live file of a session that ended
         if self.wakeups is not None:
@@ -508,7 +567,9 @@ class Watcher:
                     host_gone = True
                 elif fd == self.ctl:
                     data = _read_nonblocking(self.ctl)
-                    if not data:
+                    if data:
+                        self._guarded(partial(self.read_control, data))
+                    else:
                         poller.unregister(self.ctl)
                         channel_open = False
                         if self.pidfd < 0:
@@ -551,6 +612,10 @@ class Watcher:
                 orphans_checked = True
                 self._guarded(partial(self.arm_wakeups, poller))
                 self._guarded(self.recover_orphans)
+
+
+# Live dumps reported to Sentry, if the settings and the dump say so (_sentry.should_send).
+_SENTRY_TRIGGERS = ("hard", "critical", "unresponsive", "descendant-died")
 
 
 def _v1_limit(reading: Reading) -> int | None:
@@ -613,10 +678,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.ctl >= 0:
         os.set_blocking(args.ctl, False)
     wake = _listen_for_requests()
+    sentry = None
+    raw = os.environ.pop("WATCHDOG_CORE_SENTRY_SETTINGS", None)  # _sentry_host.ENV
+    if raw:
+        from ._sentry_host import decode
+
+        sentry = decode(raw)
     try:
         watcher = Watcher(args.shm, args.lock, args.pidfd, args.ctl, args.suggestions,
                           textfile_dir=args.prometheus,
-                          textfile_expire=args.prometheus_expire)
+                          textfile_expire=args.prometheus_expire, sentry=sentry)
     except (OSError, ValueError) as exc:
         say(f"cannot attach to ring {args.shm}: {exc}")
         return 2

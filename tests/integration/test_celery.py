@@ -51,7 +51,8 @@ def touch(path):
 class Worker:
     """``celery -A tasks worker`` in ``folder``, optionally in a memory cgroup."""
 
-    def __init__(self, folder: Path, *options: str, cgroup: Path | None = None) -> None:
+    def __init__(self, folder: Path, *options: str, cgroup: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.folder = folder
         (folder / "tasks.py").write_text(TASKS)
         (folder / "broker").mkdir()
@@ -60,6 +61,7 @@ class Worker:
         self.env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{folder}",
                         WDC_BROKER=str(folder / "broker"), WDC_DIAG=str(self.diag))
         self.env.pop("WATCHDOG_CORE_DISABLE", None)
+        self.env.update(env or {})
         argv = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--loglevel",
                 "INFO", "--without-heartbeat", "--without-gossip", "--without-mingle",
                 *options]
@@ -116,8 +118,9 @@ class Worker:
 def worker_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
     workers: list[Worker] = []
 
-    def start(*options: str, cgroup: Path | None = None) -> Worker:
-        worker = Worker(tmp_path, *options, cgroup=cgroup)
+    def start(*options: str, cgroup: Path | None = None,
+              env: dict[str, str] | None = None) -> Worker:
+        worker = Worker(tmp_path, *options, cgroup=cgroup, env=env)
         workers.append(worker)
         return worker
 
@@ -147,6 +150,25 @@ def test_an_oom_killed_task_is_named(worker_factory, memory_cgroup, pool: str) -
         # The pool replaced the child and says so; the worker lives on.
         worker.wait_log("WorkerLostError")
         assert worker.proc.poll() is None
+
+
+def test_with_sentry_the_event_names_the_task(worker_factory, memory_cgroup) -> None:
+    pytest.importorskip("sentry_sdk")
+    from tests.integration.test_sentry import Ingest
+
+    ingest = Ingest()
+    try:
+        worker = worker_factory("--pool", "prefork", "--concurrency", "1",
+                                cgroup=memory_cgroup,
+                                env={"SENTRY_DSN": ingest.dsn, "WATCHDOG_CORE_SENTRY": "1"})
+        task_id = worker.send("tasks.balloon", SECRET)
+        (envelope,) = ingest.wait()
+    finally:
+        ingest.close()
+    event = envelope["event"]
+    assert event["message"].startswith("OOM-killed at ")
+    assert event["message"].endswith(f" while `task:tasks.balloon[{task_id}]`")
+    assert SECRET.encode() not in envelope["raw"]
 
 
 def test_recycled_children_leave_no_postmortem(worker_factory, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ HELP = "run a program of any language under a watchdog, as its parent"
 _OPTIONS = {"max_dumps_per_session": "--max-dumps", "memory_limit": "--memory-limit",
             "session_id": "--session-id", "hang_after": "--hang-after",
             "diagnostics_dir": "--dir", "interval": "--interval",
-            "prometheus_textfile_dir": "--prometheus-textfile"}
+            "prometheus_textfile_dir": "--prometheus-textfile", "sentry_dsn": "--sentry-dsn"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +47,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="keep the session's metrics in a .prom file in DIR, "
                              "node_exporter's textfile folder (default: "
                              "$WATCHDOG_CORE_PROMETHEUS_DIR, else none)")
+    parser.add_argument("--sentry-dsn", metavar="DSN",
+                        help="report the child's death by signal to Sentry (default: "
+                             "$SENTRY_DSN when $WATCHDOG_CORE_SENTRY=1, else none)")
     parser.add_argument("--no-cgroup", action="store_true",
                         help="never put the tree in a memory cgroup of its own")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
@@ -107,6 +110,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             hang_after=args.hang_after,
             max_dumps_per_session=args.max_dumps,
             prometheus_textfile_dir=args.prometheus_textfile,
+            sentry_dsn=args.sentry_dsn,
         )
     except ValueError as exc:
         message = str(exc)
@@ -116,6 +120,20 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             if message.startswith(f"{threshold} must"):
                 message = "--" + message
         raise UsageError(message) from None
+    if config.sentry_dsn is not None or config.sentry_reports:
+        import warnings
+
+        from .._sentry_host import settings
+
+        with warnings.catch_warnings(record=True) as ignored:  # one line of ours each
+            warnings.simplefilter("always")
+            config.sentry = settings(config.sentry_dsn, config.sentry_reports, False,
+                                     os.environ)
+        if sys.stderr is not None:
+            for warning in ignored:
+                print(f"watchdog-core run: warning: "
+                      f"{str(warning.message).removeprefix('watchdog-core: ')}",
+                      file=sys.stderr)
     try:
         return run_command(config, command, tree_cgroup=not args.no_cgroup)
     except RunError as exc:
