@@ -428,10 +428,10 @@ def _killed_pid(text: str) -> int | None:
 
 def _nspids(pid: int, root: str) -> set[int]:
     out = {pid}
-    try:
-        with open(os.path.join(root, f"proc/{pid}/status")) as f:
+    try:  # bytes: the Name: line is the process's comm, which need not be UTF-8
+        with open(os.path.join(root, f"proc/{pid}/status"), "rb") as f:
             for line in f:
-                if line.startswith("NSpid:"):
+                if line.startswith(b"NSpid:"):
                     out.update(int(p) for p in line.split()[1:] if p.isdigit())
     except OSError:
         pass

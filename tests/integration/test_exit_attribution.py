@@ -409,3 +409,23 @@ def test_children_forked_while_the_session_starts_keep_no_lock(tmp_path) -> None
     assert int(kids) > 10  # the race was met
     assert not list(directory.glob("memory-*")), "the exec'd program was watched"
     assert not segment_exists(shm)
+
+
+def test_a_host_whose_name_is_not_utf8_is_watched(tmp_path) -> None:
+    """/proc/<pid>/status carries the comm raw: a name set by prctl or setproctitle may
+    be any bytes, and reading it as text once cost the whole session."""
+    code = ("import os, sys, time, watchdog_core\n"
+            "open('/proc/self/comm', 'wb').write(b'\\xff\\xfe-worker')\n"
+            "wd = watchdog_core.start_watchdog(diagnostics_dir=sys.argv[1], interval=0.05)\n"
+            "while wd.status() is None:\n"
+            "    time.sleep(0.01)\n"
+            "os.kill(os.getpid(), 9)\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("WATCHDOG_CORE_DISABLE", None)
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert "cannot attach" not in done.stderr
+    (path,) = tmp_path.glob("*.json")
+    end = json.loads(path.read_text())["host"]["exit"]
+    assert (end["kind"], end["signal"]) == ("killed", "SIGKILL")
