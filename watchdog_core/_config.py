@@ -520,20 +520,19 @@ def prometheus_settings(env: Mapping[str, str], textfile_dir: object,
     after which old files there expire ($WATCHDOG_CORE_PROMETHEUS_EXPIRE, default an
     hour; a bad value warns and is ignored). Whether the folder can be used is the
     watchdog's to find out: it says so on stderr, and the host never fails for it."""
-    if textfile_dir is None:
+    from_env = textfile_dir is None
+    if from_env:
         textfile_dir = env.get("WATCHDOG_CORE_PROMETHEUS_DIR") or None
         what = "WATCHDOG_CORE_PROMETHEUS_DIR"
     path = ""
-    if textfile_dir is not None:
-        try:
-            path = os.fspath(textfile_dir)  # type: ignore[call-overload]
-        except TypeError:
-            raise ValueError(f"{what} must be a path, got {textfile_dir!r}") from None
-        if not isinstance(path, str) or not path or "\0" in path:
-            raise ValueError(f"{what} must be a non-empty path, got {textfile_dir!r}")
-        path = os.path.abspath(path)
-        if len(os.fsencode(path)) > 4095:
-            raise ValueError(f"{what} is longer than 4095 bytes")
+    try:
+        if textfile_dir is not None:
+            path = _textfile_path(textfile_dir, what)
+    except ValueError as exc:
+        if not from_env:
+            raise  # a bad argument is a bug to hear about
+        # The environment is not the host's code: warn, and write no file.
+        warnings.warn(f"watchdog-core: ignoring {exc}", RuntimeWarning, stacklevel=4)
     expire = DEFAULT_PROMETHEUS_EXPIRE
     raw = env.get("WATCHDOG_CORE_PROMETHEUS_EXPIRE")
     if raw is not None:
@@ -542,6 +541,21 @@ def prometheus_settings(env: Mapping[str, str], textfile_dir: object,
         except ValueError as exc:
             warnings.warn(f"watchdog-core: ignoring {exc}", RuntimeWarning, stacklevel=4)
     return path, expire
+
+
+def _textfile_path(value: object, what: str) -> str:
+    try:
+        path = os.fspath(value)  # type: ignore[call-overload]
+    except TypeError:
+        raise ValueError(f"{what} must be a path, got {value!r}") from None
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"{what} must be a non-empty str path, got {value!r}")
+    if "\0" in path:
+        raise ValueError(f"{what} must not contain a NUL byte")
+    path = os.path.abspath(path)
+    if len(os.fsencode(path)) > 4095:
+        raise ValueError(f"{what} is longer than 4095 bytes")
+    return path
 
 
 def check_expire(raw: object, what: str) -> float:

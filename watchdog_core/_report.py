@@ -360,6 +360,9 @@ def say(message: str) -> None:
     stream = sys.stderr
     if stream is None:  # closed for us: print() would fall back to stdout, another's data
         return
+    if not message.isprintable():  # a folder's name with a newline or an escape in it
+        message = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 0x100
+                          else f"\\u{ord(c):04x}" for c in message)
     try:
         print(f"watchdog-core: {message}", file=stream, flush=True)
     except (OSError, ValueError):

@@ -356,7 +356,9 @@ class Runner:
                           kmsg_fd=self.kmsg_fd,
                           textfile_dir=self.config.prometheus_textfile_dir,
                           textfile_expire=self.config.prometheus_expire_after,
-                          sentry=self.config.sentry)
+                          sentry=self.config.sentry,
+                          # the child may not have exec'd CMD yet: its comm is ours then
+                          program=os.path.basename(self.argv[0])[:15] or None)
         self.watcher = watcher
         from ._hang import HangDetector
         from ._redact import redact_argv

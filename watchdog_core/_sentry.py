@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 SEND_TIMEOUT = 5.0  # seconds for one envelope's HTTP request
 DEATH_KINDS = ("oom-killed", "killed", "crashed", "unknown")
+# How processes are asked to stop (a deploy, systemctl stop, Ctrl-C, a closed terminal):
+# a death by one of these is an end someone chose, not news for an error tracker.
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 _SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 _SOURCES = {"cgroup-v1": "cgroup", "cgroup-v2": "cgroup", "configured": "configured",
             "ram": "RAM", "available": "available-memory", "rlimit-as": "RLIMIT_AS",
@@ -43,11 +46,14 @@ def should_send(dump: dict[str, object], host_sdk: bool, pressure: bool) -> bool
     if trigger in ("host-died", "recovered"):
         end = _dict(_dict(dump.get("host")).get("exit"))
         kind = end.get("kind")
+        if kind == "killed" and end.get("signal") in STOP_SIGNALS:
+            return False
         if kind in DEATH_KINDS:
             return True
         return kind == "exited" and bool(end.get("exception")) and not host_sdk
     if trigger == "descendant-died":
-        return _dict(_dict(dump.get("descendant")).get("exit")).get("kind") in DEATH_KINDS
+        end = _dict(_dict(dump.get("descendant")).get("exit"))
+        return end.get("kind") in DEATH_KINDS and end.get("signal") not in STOP_SIGNALS
     if trigger == "unresponsive":
         return _dict(dump.get("responsiveness")).get("state") == "unresponsive"
     return pressure and trigger in ("hard", "critical")

@@ -107,9 +107,10 @@ def remove_if_ours(dir_fd: int, name: str, inode: int) -> None:
 
 
 def expire(dir_fd: int, expire_after: float, now: float | None = None,
-           dry_run: bool = False) -> list[str]:
+           dry_run: bool = False, failed: list[str] | None = None) -> list[str]:
     """Remove our user's old files from the folder (see the module's docstring); the
-    names removed (or that would be, with ``dry_run``)."""
+    names removed (or that would be, with ``dry_run``). Those that could not be
+    removed (a read-only folder) go to ``failed`` with the reason."""
     now = time.time() if now is None else now
     me = os.geteuid()
     stale_live = max(expire_after, 2 * REFRESH)
@@ -133,8 +134,18 @@ def expire(dir_fd: int, expire_after: float, now: float | None = None,
             continue
         if st.st_uid != me or not stat.S_ISREG(st.st_mode) or now - st.st_mtime < after:
             continue
-        if dry_run or _unlink(dir_fd, name):
+        if dry_run:
             gone.append(name)
+            continue
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            continue  # another sweep took it
+        except OSError as exc:
+            if failed is not None:
+                failed.append(f"{name}: {exc.strerror}")
+            continue
+        gone.append(name)
     return gone
 
 
@@ -152,13 +163,18 @@ class SessionFile:
     watchdog goes on: metrics are never worth the postmortem."""
 
     def __init__(self, path: str, session: str, host_pid: int, start_ticks: int,
-                 expire_after: float, say: Callable[[str], None]) -> None:
+                 expire_after: float, say: Callable[[str], None],
+                 program: str | None = None) -> None:
+        """``program``: the host's name where the caller knows it better than its comm
+        now (``run``, whose child may not have exec'd yet)."""
         self.path, self.session, self.expire_after = path, session, expire_after
         self.host_pid, self.start_ticks = host_pid, start_ticks
         self._say = say
         self.errors: set[str] = set()
         self.dir_fd = -1
-        self.program = ""
+        # Read now, while the host surely lives: one killed before the first sample
+        # must still be named by its exit file.
+        self.program = program or _metrics.program_name(host_pid, start_ticks)
         self.inode = 0  # of the live file we wrote last; 0 when there is none
         self.written_at = 0.0  # time.monotonic() of that write
         self.written: tuple[object, ...] = ()  # the values it holds
@@ -172,14 +188,12 @@ class SessionFile:
         """After a sample: rewrite the live file if due (see the module's docstring)."""
         if self.dir_fd < 0:
             return
-        if not self.program:  # once: the host's name does not change but by exec
-            self.program = _metrics.program_name(self.host_pid, self.start_ticks)
         series = _metrics.live_series(status, dumps)
         values = tuple(v for family, _, v in series if family is not _metrics.SAMPLES)
         since = now - self.written_at
         if self.inode and since < MIN_GAP:
             return
-        if self.inode and values == self.written and since < REFRESH:
+        if self.inode and values == self.written and since < REFRESH and self._still_ours():
             return
         labels = _metrics.session_labels(self.session, self.program, status.limit_source)
         live = tuple(f for f in _metrics.LIVE if f is not _metrics.AGE)
@@ -195,12 +209,23 @@ class SessionFile:
             self.swept_at = now  # at the first write and at every refresh after it
             expire(self.dir_fd, self.expire_after)
 
+    def _still_ours(self) -> bool:
+        """Is the live file the one we wrote? Another live host of the same session id
+        may have replaced it, and then removed it at its death."""
+        try:
+            return os.stat(live_name(self.session), dir_fd=self.dir_fd,
+                           follow_symlinks=False).st_ino == self.inode
+        except OSError:
+            return False
+
     def host_died(self, kind: str, signal: str | None, confidence: str) -> None:
-        """The host died uncleanly: its exit file in, then its live file out."""
+        """The host died uncleanly: its live file out, then its exit file in (in that
+        order: on a full disk the live file's blocks are what the exit file needs)."""
         if self.dir_fd < 0:
             return
-        if not self.program:
-            self.program = _metrics.program_name(self.host_pid, self.start_ticks)
+        if self.inode:
+            remove_if_ours(self.dir_fd, live_name(self.session), self.inode)
+            self.inode = 0
         labels = _metrics.session_labels(self.session, self.program)
         text = _metrics.render(_metrics.EXIT, [(labels, _metrics.exit_series(
             kind, signal, confidence, round(time.time(), 3)))])

@@ -77,12 +77,13 @@ class Watcher:
                  suggestions: dict[str, str], tree: Tree | None = None,
                  kmsg_fd: int | None = None, textfile_dir: str = "",
                  textfile_expire: float | None = None,
-                 sentry: dict[str, object] | None = None) -> None:
+                 sentry: dict[str, object] | None = None, program: str | None = None) -> None:
         """``tree`` is ``watchdog-core run``'s: the host's descendants are measured with
         it, in their cgroup where they have one (``_tree``); ``kmsg_fd`` the kernel log
         it opened before its child ran. ``textfile_dir``: keep the session's metrics
         file there (``_textfile``), old ones expiring after ``textfile_expire`` s.
-        ``sentry``: report deaths and hangs there (``_sentry_host`` settings)."""
+        ``sentry``: report deaths and hangs there (``_sentry_host`` settings).
+        ``program``: the host's name for the metrics, where its comm may not say it yet."""
         self.shm_name = shm_name
         # The descriptor holding our lock is the segment our host created: map it, not
         # whatever the name points at now.
@@ -137,7 +138,8 @@ class Watcher:
 
             self.textfile = SessionFile(
                 textfile_dir, header.session_id, self.host_pid, header.host_start_ticks,
-                DEFAULT_EXPIRE_AFTER if textfile_expire is None else textfile_expire, say)
+                DEFAULT_EXPIRE_AFTER if textfile_expire is None else textfile_expire, say,
+                program)
         self.sentry: Reporter | None = None
         self.ctl_pending = b""  # the start of a message on the control pipe
         if sentry:

@@ -431,6 +431,8 @@ def test_export_otlp_to_a_dead_endpoint_is_one_line_and_exit_1(hosts: Hosts) -> 
 @pytest.mark.parametrize(("argv", "env", "says"), [
     (("export", "--prometheus", "--once"), {}, "--once goes with --otlp"),
     (("export", "--otlp"), {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "http/protobuf only"),
+    (("export", "--otlp"), {"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/json"},
+     "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=http/json"),
 ])
 def test_otlp_bad_input_exits_2(argv: tuple[str, ...], env: dict[str, str], says: str) -> None:
     done = run_cli(*argv, env=env)
@@ -438,12 +440,19 @@ def test_otlp_bad_input_exits_2(argv: tuple[str, ...], env: dict[str, str], says
     assert says in done.stderr
 
 
-def test_otlp_without_the_extra_says_how_to_get_it(tmp_path: Path) -> None:
-    """The SDK missing (a package shadowing it that cannot be imported): exit 2, one
-    line naming the extra."""
-    fake = tmp_path / "opentelemetry"
-    fake.mkdir()
-    (fake / "__init__.py").write_text("raise ImportError('not installed here')\n")
+@pytest.mark.parametrize("missing", ["sdk", "exporter"])
+def test_otlp_without_the_extra_says_how_to_get_it(tmp_path: Path, missing: str) -> None:
+    """The SDK missing (a package shadowing it that cannot be imported), or only its
+    OTLP/HTTP exporter (an empty package in its place): exit 2, one line naming the
+    extra."""
+    if missing == "sdk":
+        fake = tmp_path / "opentelemetry"
+        fake.mkdir()
+        (fake / "__init__.py").write_text("raise ImportError('not installed here')\n")
+    else:
+        fake = tmp_path / "opentelemetry" / "exporter"
+        fake.mkdir(parents=True)
+        (fake / "__init__.py").write_text("")
     done = run_cli("export", "--otlp", "--once",
                    env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr

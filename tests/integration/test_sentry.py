@@ -286,3 +286,13 @@ def test_pressure_dumps_only_when_asked(tmp_path: Path, ingest: Ingest) -> None:
         events = ingest.wait(expected, timeout=10 if expected else 2)
         assert sorted(e["event"]["tags"]["trigger"] for e in events) == (
             ["critical", "hard"] if expected else []), events
+
+
+def test_a_sigterm_is_a_stop_not_an_event(start_host, ingest: Ingest) -> None:
+    """A deploy stops services with SIGTERM: a fatal event each time would be noise."""
+    host = start_host(env=_env(ingest))
+    info = host.wait_ready()
+    os.kill(int(info["pid"]), signal.SIGTERM)
+    host.finish()
+    assert "postmortem written" in host.stderr
+    assert ingest.wait(1, timeout=2) == []

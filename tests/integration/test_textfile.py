@@ -244,3 +244,33 @@ def test_cadence(tmp_path: Path, textfile_dir: Path) -> None:
     assert rss.value == 20 << 20
     session.host_ended()
     assert _ours(textfile_dir) == [] and said == []
+
+
+def test_a_replaced_or_removed_file_is_written_again(textfile_dir: Path) -> None:
+    """Two live hosts of one session id share the file: when the other replaced it (or
+    removed it at its death), ours is back at the next write allowed, changes or not."""
+    session = _textfile.SessionFile(str(textfile_dir), "tf-twin", os.getpid(), 0, 3600.0,
+                                    lambda line: None)
+    path = textfile_dir / "watchdog-core+tf-twin.prom"
+    raw = _ring.encode_status(0, 0.1, 1 << 20, 1 << 20, 1 << 30, 0.0, None, "configured",
+                              time.time_ns(), 1)
+    counts = dict.fromkeys(_ring.DUMP_TRIGGERS, 0)
+    session.update(_reader.Status(raw), counts, 1000.0)
+    path.unlink()  # the other host of the id died and took the file with it
+    session.update(_reader.Status(raw), counts, 1005.0)  # too soon
+    assert not path.exists()
+    session.update(_reader.Status(raw), counts, 1015.0)
+    assert path.exists()
+    other = textfile_dir / "other"
+    other.write_text("# the other host's\n")
+    other.replace(path)  # replaced by the other host's
+    session.update(_reader.Status(raw), counts, 1030.0)
+    assert "watchdog_core_rss_bytes" in path.read_text()
+    session.host_ended()
+    assert not path.exists()
+
+
+def test_gc_refuses_a_folder_it_cannot_use(tmp_path: Path) -> None:
+    done = run_cli("gc", "--prometheus-textfile", str(tmp_path / "missing"))
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert "--prometheus-textfile" in done.stderr

@@ -266,3 +266,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, *,
         return 0
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # our output's disk is full, or its file gone: one line
+        if exc.filename is not None or sys.stderr is None:
+            raise  # a file of ours, not the output: a bug to hear about
+        print(f"watchdog-core: error: cannot write the output: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1

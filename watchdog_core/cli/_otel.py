@@ -124,9 +124,14 @@ class _Reporting(MetricExporter):
                          preferred_aggregation=exporter._preferred_aggregation)
         self.exporter, self.err = exporter, err
         self.failed: bool | None = None  # None before the first push
+        self.stopping = False
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000,
                **kwargs: object) -> MetricExportResult:
+        if self.stopping and self.failed:
+            # Told to stop while the endpoint fails: the last push would wait out its
+            # timeout again, past a container's grace period. The last failure was said.
+            return MetricExportResult.FAILURE
         try:
             result = self.exporter.export(metrics_data, timeout_millis=timeout_millis)
         except Exception as exc:  # the SDK's thread would log a traceback: one line instead
@@ -159,13 +164,20 @@ def _endpoint() -> str:
 
 
 def _exporter() -> MetricExporter:
-    protocol = (os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
-                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf")
-    if protocol != "http/protobuf":
-        raise UsageError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol}: export --otlp speaks "
-                         "http/protobuf only (point it at the Collector's port 4318)")
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
+    for variable in ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = os.environ.get(variable)
+        if protocol:
+            break
+    if protocol and protocol != "http/protobuf":
+        raise UsageError(f"{variable}={protocol}: export --otlp speaks http/protobuf only "
+                         "(point it at the Collector's port 4318)")
+    try:  # the SDK without this exporter (only the gRPC one, say)
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter,
+        )
+    except ImportError as exc:
+        raise UsageError(f"--otlp needs the OTLP/HTTP exporter ({exc}): pip install "
+                         "'watchdog-core[otel]'") from None
     return OTLPMetricExporter()
 
 
@@ -187,6 +199,7 @@ def push(read: Callable[[], list[Sample]], once: bool, err: TextIO | None) -> in
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        exporter.stopping = True
     else:
         provider.force_flush()  # the only collection and push: no ticker runs with inf
     provider.shutdown()  # (after the loop: the last collection and push)

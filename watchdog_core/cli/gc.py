@@ -55,6 +55,14 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     for warning in ignored:
         text = str(warning.message).removeprefix("watchdog-core: ")
         print(f"watchdog-core: warning: {printable(text)}", file=sys.stderr)
+    textfile_fd = -1
+    if textfile_dir:  # bad input, as --dir: checked before anything is done
+        from .._textfile import TextfileError, open_folder
+
+        try:
+            textfile_fd = open_folder(textfile_dir)
+        except TextfileError as exc:
+            raise UsageError(f"--prometheus-textfile: {exc}") from None
     asked = asked_directory(args.dir)
     # Retention runs where a session asking for that folder writes: the fallback chain,
     # as start_watchdog() follows it (docs/design.md, "Where files go"). A folder the
@@ -73,23 +81,22 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         except StoreError as exc:
             error = str(exc)
     expired: list[str] = []
-    if textfile_dir:
-        from .._textfile import TextfileError, expire, open_folder
+    unexpired: list[str] = []
+    if textfile_fd >= 0:
+        from .._textfile import expire
 
         try:
-            dir_fd = open_folder(textfile_dir)
-        except TextfileError as exc:
-            error = "; ".join(filter(None, (error, str(exc))))
-        else:
-            try:
-                expired = [os.path.join(textfile_dir, name) for name in
-                           expire(dir_fd, expire_after, dry_run=args.dry_run)]
-            finally:
-                os.close(dir_fd)
+            expired = [os.path.join(textfile_dir, name) for name in
+                       expire(textfile_fd, expire_after, dry_run=args.dry_run,
+                              failed=unexpired)]
+        finally:
+            os.close(textfile_fd)
     result = {"dryRun": args.dry_run,
               "orphans": [{"segment": s, "postmortem": p, "outcome": o} for s, p, o in recovered],
               "corrupt": [{"segment": s, "problem": p, "outcome": o} for s, p, o in corrupt],
-              "pruned": pruned, "directory": directory, "expired": expired, "error": error}
+              "pruned": pruned, "directory": directory, "expired": expired,
+              "notExpired": [os.path.join(textfile_dir, e) for e in unexpired],
+              "error": error}
     unwritten = [s for s, _, o in recovered if o in ("kept", "partial", "dropped")]
     if args.json:
         out.write(json_text(result))
@@ -107,11 +114,13 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"{verb} {p(os.path.join(directory, name))}\n")
         for path in expired:
             out.write(f"{verb} {p(path)}: an old metrics file\n")
+        for problem in unexpired:
+            out.write(f"cannot remove {p(os.path.join(textfile_dir, problem))}\n")
         if error:
             out.write(f"cannot prune: {p(error)}\n")
-        if not recovered and not corrupt and not pruned and not expired and not error:
+        if not (recovered or corrupt or pruned or expired or unexpired or error):
             out.write("nothing to do\n")
-    return 1 if error or unwritten else 0
+    return 1 if error or unwritten or unexpired else 0
 
 
 def _prometheus(args: argparse.Namespace) -> tuple[str, float]:

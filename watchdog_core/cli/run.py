@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import warnings
+from collections.abc import Callable
 from typing import TextIO
 
 from . import UsageError
@@ -62,20 +64,26 @@ _INTERPRETERS = re.compile(r"(python[0-9.]*|pypy[0-9.]*|node|deno|bun|ruby|perl|
                            r"bash|sh|dash|zsh)$")
 
 
-def program_name(command: list[str]) -> str:
-    """The name a person knows the command by: the script, for an interpreter."""
+def program_name(command: list[str], is_file: Callable[[str], bool] | None = None) -> str:
+    """The name a person knows the command by: the script, for an interpreter.
+
+    The script is the first argument that is a file (``is_file``, default
+    ``os.path.isfile``): an option's value (``python -W sk-...``, ``-X importtime``,
+    ``node -r dotenv/config``, ``deno run``) is not, and must never become the name,
+    which goes into file names and metric labels. No such file: the interpreter."""
     import os
 
     name = os.path.basename(command[0])
     if not _INTERPRETERS.match(name):
         return name
+    is_file = is_file or os.path.isfile
     args = iter(command[1:])
     for arg in args:
-        if arg == "-m":  # python -m pkg.tool
+        if arg == "-m":  # python -m pkg.tool: a module's name is code
             return next(args, name).rsplit(".", 1)[-1]
         if arg in ("-c", "-e", "--eval"):
             return name
-        if not arg.startswith("-"):
+        if not arg.startswith("-") and is_file(arg):
             return os.path.splitext(os.path.basename(arg))[0] or name
     return name
 
@@ -100,40 +108,41 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     session_id = args.session_id
     if session_id is None:
         session_id = readable_session_id(program_name(command))
-    try:
-        config = SessionConfig(
-            session_id=session_id,
-            diagnostics_dir=args.dir,
-            interval=args.interval,
-            memory_limit=args.memory_limit,
-            soft=args.soft, hard=args.hard, critical=args.critical,
-            hang_after=args.hang_after,
-            max_dumps_per_session=args.max_dumps,
-            prometheus_textfile_dir=args.prometheus_textfile,
-            sentry_dsn=args.sentry_dsn,
-        )
-    except ValueError as exc:
-        message = str(exc)
-        for argument, option in _OPTIONS.items():  # name the option the user typed
-            message = message.replace(argument, option)
-        for threshold in ("soft", "hard", "critical"):  # "soft must be ...": the option
-            if message.startswith(f"{threshold} must"):
-                message = "--" + message
-        raise UsageError(message) from None
-    if config.sentry_dsn is not None or config.sentry_reports:
-        import warnings
+    # A bad WATCHDOG_CORE_* value is ignored with a warning: one line of ours each, not
+    # Python's two (file, line and source of the warn() call).
+    with warnings.catch_warnings(record=True) as ignored:
+        warnings.simplefilter("always")
+        try:
+            config = SessionConfig(
+                session_id=session_id,
+                diagnostics_dir=args.dir,
+                interval=args.interval,
+                memory_limit=args.memory_limit,
+                soft=args.soft, hard=args.hard, critical=args.critical,
+                hang_after=args.hang_after,
+                max_dumps_per_session=args.max_dumps,
+                prometheus_textfile_dir=args.prometheus_textfile,
+                sentry_dsn=args.sentry_dsn,
+            )
+        except ValueError as exc:
+            message = str(exc)
+            for argument, option in _OPTIONS.items():  # name the option the user typed
+                message = message.replace(argument, option)
+            for threshold in ("soft", "hard", "critical"):  # "soft must be ...": the option
+                if message.startswith(f"{threshold} must"):
+                    message = "--" + message
+            raise UsageError(message) from None
+        if config.sentry_dsn is not None or config.sentry_reports:
+            from .._sentry_host import settings
 
-        from .._sentry_host import settings
-
-        with warnings.catch_warnings(record=True) as ignored:  # one line of ours each
-            warnings.simplefilter("always")
             config.sentry = settings(config.sentry_dsn, config.sentry_reports, False,
                                      os.environ)
-        if sys.stderr is not None:
-            for warning in ignored:
-                print(f"watchdog-core run: warning: "
-                      f"{str(warning.message).removeprefix('watchdog-core: ')}",
-                      file=sys.stderr)
+    if sys.stderr is not None:
+        from . import printable
+
+        for warning in ignored:
+            text = str(warning.message).removeprefix("watchdog-core: ")
+            print(f"watchdog-core run: warning: {printable(text)}", file=sys.stderr)
     try:
         return run_command(config, command, tree_cgroup=not args.no_cgroup)
     except RunError as exc:
@@ -146,7 +155,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 def _check_textfile_dir(path: str) -> None:
     """A folder asked for on the command line is checked before anything starts, as
-    the watchdog will judge it: missing, a symlink or open to every user is exit 2."""
+    the watchdog will judge it: missing, a symlink or open to every user is run's own
+    error (exit 125)."""
     import os
 
     from .._textfile import TextfileError, open_folder
