@@ -29,6 +29,7 @@ from . import _config, _procfs, _reader, _ring, _writer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal
     from collections.abc import Callable
     from pathlib import Path
     from types import TracebackType
@@ -241,16 +242,25 @@ class Watchdog:
 
         if dsn is not None:
             dsn = check_dsn(dsn, "dsn")
+        if not self.enabled or self._process is None:
+            return False
         found = settings(dsn, True, self._config.sentry_pressure, os.environ)
-        if found is None or not self.enabled or self._process is None:
+        if found is None:
             return False
         self._config.sentry = found  # a restarted watchdog is told at its spawn
-        if self._process.ctl_fd < 0:
-            return False
+        if self._process.ctl_fd < 0 or not self.watchdog_alive:
+            return False  # a restarted one will be told
+        # A watchdog that died since has no reader on the pipe: the write would raise
+        # SIGPIPE, which a host that restored its default action would die of.
+        import signal
+
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
         try:  # one write under PIPE_BUF: never interleaved with a wake-up byte
             os.write(self._process.ctl_fd, FRAME + encode(found).encode() + b"\n")
         except OSError:
             return False
+        finally:
+            _drop_pending_sigpipe(blocked)
         return True
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -578,6 +588,16 @@ def start_watchdog(
         _start_tracemalloc(config.tracemalloc_frames)
     _current = handle
     return handle
+
+
+def _drop_pending_sigpipe(blocked: set[int | signal.Signals]) -> None:
+    """Unblock SIGPIPE as it was, discarding one our write raised meanwhile."""
+    import signal
+
+    if signal.SIGPIPE not in blocked:
+        if signal.SIGPIPE in signal.sigpending():
+            signal.sigtimedwait({signal.SIGPIPE}, 0)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _start_tracemalloc(frames: int) -> None:

@@ -295,6 +295,11 @@ class HostHooks:
             else:
                 self._save_frames(tb)
                 self.w.set_exception(name)
+                if "sentry_sdk" in sys.modules:  # its own SDK reports this one itself
+                    from ._sentry_host import host_client
+
+                    if host_client() is not None:
+                        self.w.set_flag(_ring.FLAG_HOST_SENTRY)
         except (TypeError, ValueError):  # detached between the check and the write
             pass
 

@@ -29,6 +29,7 @@ from ._ring import (
     FLAG_EXCEPTION,
     FLAG_EXITING,
     FLAG_FOREIGN_FAULTHANDLER,
+    FLAG_HOST_SENTRY,
     FLAG_SIGTERM,
     FLAG_STACK_SIGNAL,
     FLAG_STACK_SIGNAL_LOST,
@@ -402,7 +403,8 @@ def flag_names(flags: int) -> list[str]:
              (FLAG_FOREIGN_FAULTHANDLER, "foreign-faulthandler"),
              (FLAG_STACK_SIGNAL_TAKEN, "stack-signal-taken"), (FLAG_SIGTERM, "sigterm"),
              (FLAG_THREAD_EXCEPTION, "thread-exception"),
-             (FLAG_STACK_SIGNAL_LOST, "stack-signal-lost"))
+             (FLAG_STACK_SIGNAL_LOST, "stack-signal-lost"),
+             (FLAG_HOST_SENTRY, "host-sentry"))
     return [name for bit, name in names if flags & bit]
 
 

@@ -103,6 +103,7 @@ FLAG_STACK_SIGNAL_TAKEN = 64  # the host already handles the stack signal: not r
 FLAG_SIGTERM = 128  # catch_sigterm: SIGTERM arrived (the handler then re-raises it)
 FLAG_THREAD_EXCEPTION = 256  # a thread died of an uncaught exception (the host lives on)
 FLAG_STACK_SIGNAL_LOST = 512  # the host installed its own handler for the stack signal
+FLAG_HOST_SENTRY = 1024  # at its uncaught exception the host had an active Sentry client
 
 # Status block, written by the watchdog under W_STATUS_SEQ.
 STATUS_AT = 768

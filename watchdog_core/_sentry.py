@@ -164,27 +164,41 @@ def event(dump: dict[str, object]) -> dict[str, object]:
 
 def _frames(dump: dict[str, object], end: dict[str, object]) -> list[dict[str, object]]:
     """The frames the dump holds, oldest first as Sentry wants them: an uncaught
-    exception's, else the crashed thread's from faulthandler's traceback (which lists
-    the most recent call first)."""
+    exception's, else the crashed thread's from faulthandler's traceback: the block
+    headed "Current thread" (every thread is listed, the watchdog's heartbeat thread
+    among them), or the only one."""
     frames = end.get("frames")
     if isinstance(frames, list) and frames:
         return [{"filename": f.get("file"), "lineno": f.get("line"),
-                 "function": f.get("function"), "in_app": True}
+                 "function": f.get("function"), "in_app": _in_app(str(f.get("file")))}
                 for f in frames if isinstance(f, dict)]
     text = dump.get("crashTraceback")
     if not isinstance(text, str):
         return []
-    out: list[dict[str, object]] = []
+    blocks: list[tuple[str, list[dict[str, object]]]] = []
     for raw in text.splitlines():
         line = raw.strip()
-        if out and not line.startswith("File "):
-            break  # the first thread listed is the one that crashed
-        if line.startswith('File "') and '", line ' in line:
+        if line.startswith('File "') and '", line ' in line and blocks:
             path, _, rest = line[len('File "'):].partition('", line ')
             number, _, function = rest.partition(" in ")
-            out.append({"filename": path, "lineno": int(number) if number.isdigit() else None,
-                        "function": function or "?", "in_app": True})
-    return out[::-1]
+            blocks[-1][1].append({"filename": path,
+                                  "lineno": int(number) if number.isdigit() else None,
+                                  "function": function or "?", "in_app": _in_app(path)})
+        elif line and not line.startswith("File "):
+            blocks.append((line, []))  # "Current thread 0x... (most recent call first):"
+    crashed = [f for head, f in blocks if head.startswith("Current thread")] or [
+        f for head, f in blocks if head.startswith("Stack")] or [f for _, f in blocks[-1:]]
+    return crashed[0][::-1] if crashed else []
+
+
+def _in_app(path: str) -> bool:
+    """The program's own code, not the standard library's or an installed package's."""
+    import sysconfig
+
+    if "site-packages" in path or "dist-packages" in path or path.startswith("<"):
+        return False
+    stdlib = sysconfig.get_paths().get("stdlib") or ""
+    return not (stdlib and path.startswith(stdlib + os.sep))
 
 
 class Reporter:
@@ -246,23 +260,35 @@ class Reporter:
                 say(f"cannot send to Sentry: {type(exc).__name__}: {exc}")
 
 
-_client_ready = False
+_client_settings: dict[str, object] | None = None  # what the SDK was initialised with
 _results: list[str] = []
 _sending = threading.Lock()  # the background thread and the death's send share the SDK
 
 
 def _send(settings: dict[str, object], dump: dict[str, object], path: str,
           data: bytes) -> bool:
-    with _sending:
+    # The lock and the post are both bounded: a report stuck on a slow endpoint never
+    # holds the next one (the death's) longer than one SEND_TIMEOUT.
+    if not _sending.acquire(timeout=SEND_TIMEOUT):
+        say(f"cannot send to Sentry ({_where(settings)}): the report before is still "
+            f"being sent; {os.path.basename(path)} is not")
+        return False
+    try:
         return _send_locked(settings, dump, path, data)
+    finally:
+        _sending.release()
 
 
 def _send_locked(settings: dict[str, object], dump: dict[str, object], path: str,
                  data: bytes) -> bool:
-    import sentry_sdk
-
-    global _client_ready
-    if not _client_ready:
+    try:
+        import sentry_sdk
+    except ImportError:
+        say(f"cannot send to Sentry ({_where(settings)}): sentry-sdk is not installed "
+            "(pip install 'watchdog-core[sentry]')")
+        return False
+    global _client_settings
+    if _client_settings != settings:  # the first report, or the host told us others
         release, environment = settings.get("release"), settings.get("environment")
         sentry_sdk.init(
             dsn=str(settings["dsn"]), release=str(release) if release else None,
@@ -270,8 +296,9 @@ def _send_locked(settings: dict[str, object], dump: dict[str, object], path: str
             default_integrations=False,
             auto_enabling_integrations=False, send_default_pii=False,
             include_local_variables=False, include_source_context=False,
-            max_breadcrumbs=0, transport=_post_class(), before_send=_strip)
-        _client_ready = True
+            max_breadcrumbs=0, transport=_post_class(),
+            before_send=_strip_unless(bool(release)))
+        _client_settings = dict(settings)
     with sentry_sdk.new_scope() as scope:
         scope.add_attachment(bytes=data, filename=os.path.basename(path),
                              content_type="application/json")
@@ -292,10 +319,16 @@ def _send_locked(settings: dict[str, object], dump: dict[str, object], path: str
     return False
 
 
-def _strip(doc: Any, hint: Any) -> Any:
-    """Nothing of this machine: the SDK would add its host name as server_name."""
-    doc.pop("server_name", None)
-    return doc
+def _strip_unless(release: bool) -> Any:
+    """The event as the SDK hands it over, less what it adds of this machine: its host
+    name (server_name), and a release it guessed (``git rev-parse HEAD`` in the
+    working directory) when none was configured."""
+    def strip(doc: Any, hint: Any) -> Any:
+        doc.pop("server_name", None)
+        if not release:
+            doc.pop("release", None)
+        return doc
+    return strip
 
 
 def _extra_files(dump: dict[str, object], path: str) -> list[str]:
@@ -335,15 +368,26 @@ def _post_class() -> type:
                 auth.get_api_url(), data=envelope.serialize(),
                 headers={"Content-Type": "application/x-sentry-envelope",
                          "X-Sentry-Auth": auth.to_header()})
-            try:
-                with urllib.request.urlopen(request, timeout=SEND_TIMEOUT) as answer:  # noqa: S310
-                    answer.read(1 << 16)
-                _results.append("sent")
-            except urllib.error.HTTPError as exc:
-                _results.append(f"HTTP {exc.code} {exc.reason}")
-            except (OSError, ValueError) as exc:
-                reason = getattr(exc, "reason", None) or exc
-                _results.append(f"{type(exc).__name__}: {reason}")
+            outcome: list[str] = []
+
+            def post() -> None:
+                try:
+                    with urllib.request.urlopen(request, timeout=SEND_TIMEOUT) as answer:  # noqa: S310
+                        answer.read(1 << 16)
+                    outcome.append("sent")
+                except urllib.error.HTTPError as exc:
+                    outcome.append(f"HTTP {exc.code} {exc.reason}")
+                except (OSError, ValueError) as exc:
+                    reason = getattr(exc, "reason", None) or exc
+                    outcome.append(f"{type(exc).__name__}: {reason}")
+
+            # urlopen's timeout is per socket operation: an endpoint that answers a
+            # byte every few seconds would hold it for minutes. One deadline for all.
+            thread = threading.Thread(target=post, name="sentry-post", daemon=True)
+            thread.start()
+            thread.join(SEND_TIMEOUT)
+            _results.append(outcome[0] if outcome else
+                            f"no answer within {SEND_TIMEOUT:g} s")
 
         def flush(self, timeout: float, callback: object = None) -> None:
             pass

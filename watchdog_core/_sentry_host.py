@@ -38,7 +38,8 @@ def check_dsn(value: object, what: str = "sentry_dsn") -> str:
         parts, port = None, None
     del port
     if (parts is None or parts.scheme not in ("http", "https") or not parts.username
-            or not parts.hostname or not parts.path.rstrip("/").rpartition("/")[2]):
+            or not parts.hostname
+            or not parts.path.rstrip("/").rpartition("/")[2].isdigit()):  # the project id
         raise ValueError(f"{what} must be a Sentry DSN such as "
                          "https://PUBLIC_KEY@o0.ingest.sentry.io/PROJECT_ID")
     return value.strip()
@@ -82,13 +83,20 @@ def settings(dsn: str | None, reports: bool, pressure: bool,
                           stacklevel=3)
             return None
     elif reports:
-        warnings.warn("watchdog-core: no Sentry reports: sentry_reports=True, but the host "
-                      "has no active Sentry client and SENTRY_DSN is not set (after "
-                      "sentry_sdk.init(), call wd.report_to_sentry())", RuntimeWarning,
+        warnings.warn("watchdog-core: no Sentry reports: no DSN (no sentry_dsn, no active "
+                      "Sentry client in this process, SENTRY_DSN not set)", RuntimeWarning,
                       stacklevel=3)
         return None
     else:
         return None
+    if "sentry_sdk" not in sys.modules:
+        import importlib.util
+
+        if importlib.util.find_spec("sentry_sdk") is None:  # found, never imported
+            warnings.warn("watchdog-core: no Sentry reports: sentry-sdk is not installed "
+                          "(pip install 'watchdog-core[sentry]')", RuntimeWarning,
+                          stacklevel=3)
+            return None
     for key, variable in (("release", "SENTRY_RELEASE"), ("environment", "SENTRY_ENVIRONMENT")):
         if not found.get(key):
             found[key] = env.get(variable) or None

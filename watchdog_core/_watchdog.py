@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 
-from . import _attribution, _death, _outside, _reader, _ring, _shm
+from . import _attribution, _death, _extras, _outside, _reader, _ring, _shm
 from ._extras import CriticalExtras
 from ._grading import Grading, Reading, sampling_delay
 from ._hang import HangDetector, collect_stacks, stack_signal_refusal
@@ -141,6 +141,8 @@ class Watcher:
                 DEFAULT_EXPIRE_AFTER if textfile_expire is None else textfile_expire, say,
                 program)
         self.sentry: Reporter | None = None
+        # A critical dump whose report waits for the extras the host is asked for.
+        self.sentry_after_extras: str | None = None
         self.ctl_pending = b""  # the start of a message on the control pipe
         if sentry:
             self.report_to(sentry)
@@ -298,7 +300,11 @@ class Watcher:
             self.words[_ring.W_DUMPS] += 1
             _ring.count_dump(self.words, trigger)
             if self.sentry is not None and trigger in _SENTRY_TRIGGERS:
-                self.sentry.send_later(os.path.join(self.writer.store.path, name))
+                path = os.path.join(self.writer.store.path, name)
+                if trigger == "critical" and self.config.extras:
+                    self.sentry_after_extras = path  # sent once the extras are in it
+                else:
+                    self.sentry.send_later(path)
         return name
 
     def report_to(self, settings: dict[str, object]) -> None:
@@ -397,10 +403,18 @@ class Watcher:
         before the watchdog exits: each waits at most a few seconds."""
         from ._sentry import SEND_TIMEOUT
 
-        if self.sentry is not None:
-            self.sentry.drain(SEND_TIMEOUT)
+        sentry = self.sentry
+        if sentry is not None:
+            if self.sentry_after_extras is not None:  # the host died before answering
+                sentry.send_later(self.sentry_after_extras)
+                self.sentry_after_extras = None
+            sentry.drain(SEND_TIMEOUT)
+            if self.words[_ring.W_FLAGS] & _ring.FLAG_HOST_SENTRY:
+                # The host's own client, set up after the session began, reported the
+                # uncaught exception itself.
+                sentry.settings = {**sentry.settings, "hostSdk": True}
             if path is not None:
-                self.sentry.send(path)
+                sentry.send(path)
 
     def _wait_gone(self, timeout: float = 30.0) -> bool:
         """Without a pidfd: EOF came; wait (bounded) for the host to be gone unless it
@@ -444,6 +458,11 @@ class Watcher:
         self.maybe_pressure_dump(reading)
         self.words[_ring.W_TICK_DONE] = self.grading.samples  # the host may announce now
         self._guarded(self.extras.follow)  # never waits: a death is seen at the next poll
+        waiting = self.sentry_after_extras
+        if waiting is not None and self.sentry is not None and (
+                self.extras.name is None or self.extras.noted == _extras.LATE):
+            self.sentry_after_extras = None  # answered, or given up on: the dump is final
+            self.sentry.send_later(waiting)
         self.check_responsiveness(reading)
         if self.textfile is not None:
             self._guarded(partial(self.update_textfile, reading.host.t))
@@ -524,10 +543,10 @@ class Watcher:
 
     def close(self) -> None:
         """Unmap the ring; our lock goes with our descriptor when we exit."""
-        if self.sentry is not None:  # a hang reported just before a stop() still goes
-            from ._sentry import SEND_TIMEOUT
-
-            self.sentry.drain(SEND_TIMEOUT)
+        if self.sentry is not None:
+            # A hang reported just before a stop() gets a moment, not the full timeout:
+            # the host's stop() waits for us.
+            self.sentry.drain(1.0)
         if self.textfile is not None:
             self._guarded(self.textfile.host_ended)  # no live file of a session that ended
         if self.wakeups is not None:

@@ -16,6 +16,8 @@ Connected through Celery's own signals, nothing patched:
 - ``worker_process_shutdown``: a child that Celery recycles (``worker_max_tasks_per_child``,
   ``worker_max_memory_per_child``) or stops leaves through ``os._exit``, where atexit
   never runs: its session is stopped here, so a recycle is never a postmortem.
+  ``worker_shutdown`` does the same for the main process of the other pools, which
+  Celery ends with exit code 1 on Ctrl-C (and on a cold shutdown of the threads pool).
 
 A child OOM-killed or crashed in a task gets a postmortem whose ``lastActivity`` names
 the task, and whose stats say when it started.
@@ -68,6 +70,7 @@ def connect(**start_options: Any) -> None:
     signals.worker_init.connect(_worker_init, weak=False)
     signals.worker_process_init.connect(_process_init, weak=False)
     signals.worker_process_shutdown.connect(_process_shutdown, weak=False)
+    signals.worker_shutdown.connect(_process_shutdown, weak=False)
     signals.task_prerun.connect(_task_prerun, weak=False)
     signals.task_postrun.connect(_task_postrun, weak=False)
     _state.connected = True

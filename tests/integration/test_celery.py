@@ -101,10 +101,10 @@ class Worker:
                 return found
             time.sleep(0.05)
 
-    def stop(self) -> str:
-        """A warm shutdown (SIGTERM), as a deploy or systemd does; the log."""
+    def stop(self, sig: int = signal.SIGTERM) -> str:
+        """A warm shutdown (SIGTERM), as a deploy or systemd does, or ``sig``; the log."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
@@ -126,7 +126,7 @@ def worker_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
 
     yield start
     for worker in workers:
-        worker.stop()
+        worker.stop(signal.SIGQUIT)  # cold: a warm one waits out the broker's polling
 
 
 @pytest.mark.parametrize("pool", ["prefork", "solo"])
@@ -147,9 +147,7 @@ def test_an_oom_killed_task_is_named(worker_factory, memory_cgroup, pool: str) -
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path.name
     if pool == "prefork":
-        # The pool replaced the child and says so; the worker lives on.
-        worker.wait_log("WorkerLostError")
-        assert worker.proc.poll() is None
+        assert worker.proc.poll() is None  # the worker lives on (its pool replaces the child)
 
 
 def test_with_sentry_the_event_names_the_task(worker_factory, memory_cgroup) -> None:
@@ -187,6 +185,24 @@ def test_recycled_children_leave_no_postmortem(worker_factory, tmp_path: Path) -
     assert "postmortem" not in log
     assert [n for n in os.listdir("/dev/shm") if "celery-" in n and str(worker.proc.pid)
             in n] == []
+
+
+@pytest.mark.parametrize("pool", ["solo", "threads"])
+def test_ctrl_c_of_a_worker_without_children_leaves_no_postmortem(worker_factory,
+                                                                 tmp_path: Path,
+                                                                 pool: str) -> None:
+    """Celery exits 1 on Ctrl-C: without worker_shutdown's stop() that looked like a
+    death."""
+    worker = worker_factory("--pool", pool, "--concurrency", "2")
+    done = tmp_path / "done"
+    done.mkdir()
+    worker.send("tasks.touch", str(done / "0"))
+    deadline = time.monotonic() + 60
+    while not list(done.iterdir()):
+        assert time.monotonic() < deadline, worker.log.read_text()
+        time.sleep(0.05)
+    log = worker.stop(signal.SIGINT)
+    assert worker.dumps() == [], log
 
 
 def test_connect_refuses_a_session_id() -> None:

@@ -296,3 +296,84 @@ def test_a_sigterm_is_a_stop_not_an_event(start_host, ingest: Ingest) -> None:
     host.finish()
     assert "postmortem written" in host.stderr
     assert ingest.wait(1, timeout=2) == []
+
+
+def test_a_segfault_shows_the_crashed_threads_frames(start_host, ingest: Ingest) -> None:
+    """faulthandler lists every thread, ours (the heartbeat) among them: the event's
+    frames are those of the thread that crashed."""
+    host = start_host(env=_env(ingest))
+    host.wait_ready()
+    host.send("segv")
+    host.finish()
+    (envelope,) = ingest.wait()
+    (exception,) = envelope["event"]["exception"]["values"]
+    assert exception["type"] == "SIGSEGV"
+    frames = exception["stacktrace"]["frames"]
+    functions = [f["function"] for f in frames]
+    assert "_heartbeat" not in functions, functions
+    assert frames[-1]["function"] == "string_at", functions  # innermost last
+    assert any(f["filename"].endswith("host_program.py") and f["in_app"] for f in frames)
+    assert not any(f["in_app"] for f in frames if "ctypes" in f["filename"])
+
+
+SCRIPTED = """
+import os, signal, sys, time
+import watchdog_core
+directory, dsn, other, case = sys.argv[1:5]
+if case == "sigpipe":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # as many command-line tools do
+wd = watchdog_core.start_watchdog(diagnostics_dir=directory, interval=0.05,
+                                  memory_limit="160MiB", sentry_dsn=dsn,
+                                  sentry_pressure=True, restart=False,
+                                  extras=("stacks",) if case == "extras" else ())
+while wd.status() is None:
+    time.sleep(0.01)
+if case == "sigpipe":
+    os.kill(wd._process.pid, signal.SIGKILL)
+    time.sleep(0.3)
+    print("told" if wd.report_to_sentry(other) else "not told", flush=True)
+    sys.exit(0)
+hold = []
+while wd.level.label != "critical":
+    hold.append(bytearray(b"x") * (4 << 20))
+    time.sleep(0.02)
+time.sleep(3)  # the pressure reports go (and the extras come) meanwhile
+if case == "moved":
+    assert wd.report_to_sentry(other)
+    time.sleep(0.3)
+    os.kill(os.getpid(), signal.SIGKILL)
+wd.stop()
+"""
+
+
+def _scripted(tmp_path: Path, ingest: Ingest, case: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("WATCHDOG_CORE_DISABLE", None)
+    other = ingest.dsn.rsplit("/", 1)[0] + "/43"
+    return subprocess.run([sys.executable, "-c", SCRIPTED, str(tmp_path), ingest.dsn, other,
+                           case], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+def test_told_later_the_watchdog_sends_where_it_was_told(tmp_path: Path,
+                                                         ingest: Ingest) -> None:
+    done = _scripted(tmp_path, ingest, "moved")
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    events = ingest.wait(3)
+    paths = {e["event"]["tags"]["trigger"]: e["path"] for e in events}
+    assert paths == {"hard": "/api/42/envelope/", "critical": "/api/42/envelope/",
+                     "host-died": "/api/43/envelope/"}, done.stderr
+
+
+def test_the_critical_event_waits_for_the_stacks(tmp_path: Path, ingest: Ingest) -> None:
+    done = _scripted(tmp_path, ingest, "extras")
+    assert done.returncode == 0, done.stderr
+    (critical,) = [e for e in ingest.wait(2) if e["event"]["tags"]["trigger"] == "critical"]
+    names = sorted(critical["attachments"])
+    assert any(n.endswith(".stacks.txt") for n in names), names
+
+
+def test_telling_a_dead_watchdog_never_kills_the_host(tmp_path: Path, ingest: Ingest) -> None:
+    done = _scripted(tmp_path, ingest, "sigpipe")
+    assert done.returncode == 0, done.stderr  # 141 was SIGPIPE
+    assert done.stdout.strip() == "not told"
