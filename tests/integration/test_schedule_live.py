@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from watchdog_core._watchdog import GLANCE_STEP
+
 
 def test_a_far_host_that_grows_is_remembered_as_it_grew(start_host, diag_dir) -> None:
     # Far from any limit the next full sample may be 2 s away; the glance at the interval
@@ -25,7 +27,12 @@ def test_a_far_host_that_grows_is_remembered_as_it_grew(start_host, diag_dir) ->
     os.kill(host.pid, signal.SIGKILL)
     host.finish()
     [dump] = host.dumps()
-    assert dump["memory"]["rss"] >= before + (96 << 20), (before, dump["memory"])
+    # Within one glance step of the end: a glance during the growth may take its sample
+    # partway (a loaded machine), and a move smaller than the step after it is not
+    # another. Without glances the dump said `before`, 96 MiB short.
+    grown = before + (96 << 20)
+    step = max(GLANCE_STEP, grown // 16)
+    assert dump["memory"]["rss"] >= grown - step, (before, dump["memory"])
 
 
 def _eventfds(pid: int) -> int:
