@@ -71,7 +71,8 @@ class Worker:
         self.log = folder / "worker.log"
         with self.log.open("w") as log:  # the worker has its own copy
             self.proc = subprocess.Popen(argv, cwd=folder, env=self.env,
-                                         stdout=subprocess.DEVNULL, stderr=log)
+                                         stdout=subprocess.DEVNULL, stderr=log,
+                                         start_new_session=True)  # its group: kill()
         self.wait_log(" ready.")
 
     def wait_log(self, text: str, timeout: float = 60) -> None:
@@ -113,6 +114,29 @@ class Worker:
         time.sleep(0.5)  # the last children's watchdogs end after them
         return self.log.read_text()
 
+    def kill(self) -> None:
+        """The worker and its children at once, after a test that has its answer: a
+        shutdown after an OOM kill takes Celery seconds. The children's watchdogs (in
+        sessions of their own) see their hosts die and end themselves."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+
+
+def _holders(folder: Path) -> bool:
+    """Is a process still writing into ``folder`` (a watchdog finishing a postmortem)?"""
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            for fd in fd_dir.iterdir():
+                if str(folder) in os.readlink(fd):
+                    return True
+        except OSError:
+            continue
+    return False
+
 
 @pytest.fixture
 def worker_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
@@ -126,11 +150,18 @@ def worker_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
 
     yield start
     for worker in workers:
-        worker.stop(signal.SIGQUIT)  # cold: a warm one waits out the broker's polling
+        worker.kill()
+    for worker in workers:  # every process of the worker gone: no segment of theirs left
+        deadline = time.monotonic() + 30
+        while any(worker.diag.glob("*.tmp")) or _holders(worker.diag):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
 
 
 @pytest.mark.parametrize("pool", ["prefork", "solo"])
-def test_an_oom_killed_task_is_named(worker_factory, memory_cgroup, pool: str) -> None:
+def test_an_oom_killed_task_is_named(memory_cgroup, worker_factory, pool: str) -> None:
+    # memory_cgroup first: torn down last, once the worker is gone from it
     worker = worker_factory("--pool", pool, "--concurrency", "1", cgroup=memory_cgroup)
     task_id = worker.send("tasks.balloon", SECRET)
     (dump,) = worker.postmortems()
@@ -150,7 +181,7 @@ def test_an_oom_killed_task_is_named(worker_factory, memory_cgroup, pool: str) -
         assert worker.proc.poll() is None  # the worker lives on (its pool replaces the child)
 
 
-def test_with_sentry_the_event_names_the_task(worker_factory, memory_cgroup) -> None:
+def test_with_sentry_the_event_names_the_task(memory_cgroup, worker_factory) -> None:
     pytest.importorskip("sentry_sdk")
     from tests.integration.test_sentry import Ingest
 
