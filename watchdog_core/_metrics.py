@@ -63,6 +63,7 @@ HOST_EXIT_TIME = Family("watchdog_core_host_exit_time_seconds", "gauge", "second
 # every file's mtime as node_textfile_mtime_seconds, and the file is rewritten only on
 # change (``_textfile``).
 LIVE = (RSS, LIMIT, RATIO, LEVEL, GROWTH, TO_LIMIT, AGE, SAMPLES, DUMPS)
+TEXTFILE = tuple(family for family in LIVE if family is not AGE)
 EXIT = (HOST_EXIT, HOST_EXIT_TIME)
 
 

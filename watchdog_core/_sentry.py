@@ -209,7 +209,6 @@ class Reporter:
         self._queue: list[str] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._started = False
 
     def wants(self, dump: dict[str, object]) -> bool:
         return should_send(dump, bool(self.settings.get("hostSdk")),

@@ -96,14 +96,19 @@ def write(dir_fd: int, name: str, text: str) -> int:
     return inode
 
 
+def inode_of(dir_fd: int, name: str) -> int | None:
+    """The inode ``name`` has in the folder now (a link's own), None when it is gone."""
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_ino
+    except OSError:
+        return None
+
+
 def remove_if_ours(dir_fd: int, name: str, inode: int) -> None:
     """Remove ``name`` if it is still the file we wrote: a later host of the same
     session (a restarted kernel) may have put its own there since."""
-    try:
-        if os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_ino == inode:
-            os.unlink(name, dir_fd=dir_fd)
-    except OSError:
-        pass
+    if inode_of(dir_fd, name) == inode:
+        _unlink(dir_fd, name)
 
 
 def expire(dir_fd: int, expire_after: float, now: float | None = None,
@@ -149,12 +154,11 @@ def expire(dir_fd: int, expire_after: float, now: float | None = None,
     return gone
 
 
-def _unlink(dir_fd: int, name: str) -> bool:
+def _unlink(dir_fd: int, name: str) -> None:
     try:
         os.unlink(name, dir_fd=dir_fd)
     except OSError:
-        return False
-    return True
+        pass
 
 
 class SessionFile:
@@ -184,22 +188,24 @@ class SessionFile:
         except TextfileError as exc:
             self._error("open", f"no metrics file: {exc}")
 
+    def may_write(self, now: float) -> bool:
+        """Could ``update`` write now? Not within MIN_GAP of the last write: the caller
+        then skips reading what it would be given."""
+        return self.dir_fd >= 0 and (not self.inode or now - self.written_at >= MIN_GAP)
+
     def update(self, status: Status, dumps: dict[str, int], now: float) -> None:
         """After a sample: rewrite the live file if due (see the module's docstring)."""
-        if self.dir_fd < 0:
+        if not self.may_write(now):
             return
         series = _metrics.live_series(status, dumps)
         values = tuple(v for family, _, v in series if family is not _metrics.SAMPLES)
-        since = now - self.written_at
-        if self.inode and since < MIN_GAP:
-            return
-        if self.inode and values == self.written and since < REFRESH and self._still_ours():
-            return
+        if (self.inode and values == self.written and now - self.written_at < REFRESH
+                and inode_of(self.dir_fd, live_name(self.session)) == self.inode):
+            return  # unchanged, and still ours: another host of the id may replace it
         labels = _metrics.session_labels(self.session, self.program, status.limit_source)
-        live = tuple(f for f in _metrics.LIVE if f is not _metrics.AGE)
         try:
             self.inode = write(self.dir_fd, live_name(self.session),
-                               _metrics.render(live, [(labels, series)]))
+                               _metrics.render(_metrics.TEXTFILE, [(labels, series)]))
         except OSError as exc:
             self._error(f"write:{exc.errno}", f"cannot write the metrics file in "
                         f"{self.path}: {exc.strerror}")
@@ -208,15 +214,6 @@ class SessionFile:
         if self.swept_at is None or now - self.swept_at >= REFRESH:
             self.swept_at = now  # at the first write and at every refresh after it
             expire(self.dir_fd, self.expire_after)
-
-    def _still_ours(self) -> bool:
-        """Is the live file the one we wrote? Another live host of the same session id
-        may have replaced it, and then removed it at its death."""
-        try:
-            return os.stat(live_name(self.session), dir_fd=self.dir_fd,
-                           follow_symlinks=False).st_ino == self.inode
-        except OSError:
-            return False
 
     def host_died(self, kind: str, signal: str | None, confidence: str) -> None:
         """The host died uncleanly: its live file out, then its exit file in (in that

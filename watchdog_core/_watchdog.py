@@ -471,9 +471,12 @@ class Watcher:
     def update_textfile(self, now: float) -> None:
         """The metrics file from the status block just written and the dumps so far:
         what ``export`` would print of the session."""
+        textfile = self.textfile
+        if textfile is None or not textfile.may_write(now):
+            return  # most samples: nothing to read for it
         status = _reader.read_status(self.buf, self.words)
-        if self.textfile is not None and status is not None:
-            self.textfile.update(status, _ring.dump_counts(self.words), now)
+        if status is not None:
+            textfile.update(status, _ring.dump_counts(self.words), now)
 
     def glance(self) -> bool:
         """Between two samples, at the interval: one read of the host's RSS. True when it

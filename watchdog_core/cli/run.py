@@ -135,8 +135,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         if config.sentry_dsn is not None or config.sentry_reports:
             from .._sentry_host import settings
 
-            config.sentry = settings(config.sentry_dsn, config.sentry_reports, False,
-                                     os.environ)
+            config.sentry = settings(config.sentry_dsn, config.sentry_reports,
+                                     config.sentry_pressure, os.environ)
     if sys.stderr is not None:
         from . import printable
 
