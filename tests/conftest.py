@@ -262,6 +262,14 @@ def minimal_dump(**fields: object) -> dict[str, object]:
     return doc
 
 
+def host_env(**more: str) -> dict[str, str]:
+    """The environment of a host a test starts itself: this checkout first on its path,
+    never disabled by the environment pytest runs in, and ``more``."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **more)
+    env.pop("WATCHDOG_CORE_DISABLE", None)
+    return env
+
+
 def run_cli(*argv: str, env: dict[str, str] | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``python -m watchdog_core ARGV`` in a child, this checkout first on its path;

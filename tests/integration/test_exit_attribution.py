@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from tests.conftest import ROOT, segment_exists
+from tests.conftest import ROOT, host_env, segment_exists
 from watchdog_core import _ring
 
 
@@ -420,9 +420,7 @@ def test_a_host_whose_name_is_not_utf8_is_watched(tmp_path) -> None:
             "while wd.status() is None:\n"
             "    time.sleep(0.01)\n"
             "os.kill(os.getpid(), 9)\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("WATCHDOG_CORE_DISABLE", None)
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env,
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=host_env(),
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert "cannot attach" not in done.stderr

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, host_env, run_cli
 
 prometheus_client = pytest.importorskip("prometheus_client")
 from prometheus_client.openmetrics.parser import (  # noqa: E402
@@ -68,8 +68,7 @@ class Hosts:
 
     def start(self, session: str, limit: int = 0, *extra: str,
               env: dict[str, str] | None = None) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
-        env.pop("WATCHDOG_CORE_DISABLE", None)
+        env = host_env(**(env or {}))
         proc = subprocess.Popen(
             [sys.executable, "-c", HOST, str(self.directory), session, str(limit), *extra],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

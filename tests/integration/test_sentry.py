@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import host_env, run_cli
 
 pytest.importorskip("sentry_sdk")
 
@@ -206,8 +206,7 @@ os.kill(os.getpid(), 9)
 def test_the_hosts_own_sdk(tmp_path: Path, ingest: Ingest, mode: str) -> None:
     """The host's client is copied (at start, or later when told); an uncaught exception
     is the host SDK's to send, and ours only when the host has none."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("WATCHDOG_CORE_DISABLE", None)
+    env = host_env()
     env.pop("SENTRY_DSN", None)
     if mode == "raise":
         env.update(_env(ingest))
@@ -237,8 +236,7 @@ def test_the_host_never_imports_the_sdk_for_us(ingest: Ingest) -> None:
             "wd = watchdog_core.start_watchdog(sentry_reports=True)\n"
             "print('sentry_sdk' in sys.modules)\n"
             "wd.stop()\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), SENTRY_DSN=ingest.dsn)
-    env.pop("WATCHDOG_CORE_DISABLE", None)
+    env = host_env(SENTRY_DSN=ingest.dsn)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=60, check=True)
     assert done.stdout.strip() == "False"
@@ -278,8 +276,7 @@ def test_pressure_dumps_only_when_asked(tmp_path: Path, ingest: Ingest) -> None:
             "    import time; time.sleep(0.02)\n"
             "import time; time.sleep(1)\n"
             "wd.stop()\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("WATCHDOG_CORE_DISABLE", None)
+    env = host_env()
     for asked, expected in (("0", 0), ("1", 2)):
         subprocess.run([sys.executable, "-c", code, str(tmp_path / asked), ingest.dsn, asked],
                        env=env, capture_output=True, text=True, timeout=120, check=True)
@@ -347,8 +344,7 @@ wd.stop()
 
 
 def _scripted(tmp_path: Path, ingest: Ingest, case: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("WATCHDOG_CORE_DISABLE", None)
+    env = host_env()
     other = ingest.dsn.rsplit("/", 1)[0] + "/43"
     return subprocess.run([sys.executable, "-c", SCRIPTED, str(tmp_path), ingest.dsn, other,
                            case], env=env, capture_output=True, text=True, timeout=120,
