@@ -23,6 +23,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._reader import Status
 
+    Labels = tuple[tuple[str, str], ...]  # (name, value) pairs, in the order printed
+    Series = list[tuple["Family", Labels, float]]  # (family, its own labels, value)
+
 
 class Family:
     """A metric family: its name (with ``_total`` for a counter, as Prometheus names
@@ -68,38 +71,35 @@ EXIT = (HOST_EXIT, HOST_EXIT_TIME)
 
 
 def live_series(status: Status, dumps: dict[str, int],
-                sampled_age: float | None = None) -> list[tuple[Family, str, float]]:
-    """A live session's series: (family, extra labels, value), the session's own labels
-    left to ``render``. A family without a value (no limit, not growing, ``sampled_age``
-    None) has no series."""
+                sampled_age: float | None = None) -> Series:
+    """A live session's series: (family, labels of the series beyond the session's,
+    value), the session's own labels left to ``render``. A family without a value (no
+    limit, not growing, ``sampled_age`` None) has no series."""
     values = (
         (RSS, status.rss), (LIMIT, status.heap_limit), (RATIO, status.ratio),
         (LEVEL, _ring._LEVELS.index(status.level)), (GROWTH, status.growth),
         (TO_LIMIT, status.seconds_to_limit), (AGE, sampled_age), (SAMPLES, status.samples),
     )
-    series = [(family, "", value) for family, value in values if value is not None]
-    series += [(DUMPS, f'trigger="{trigger}"', dumps.get(trigger, 0))
+    series: Series = [(family, (), value) for family, value in values if value is not None]
+    series += [(DUMPS, (("trigger", trigger),), dumps.get(trigger, 0))
                for trigger in _ring.DUMP_TRIGGERS]
     return series
 
 
-def exit_series(kind: str, signal: str | None, confidence: str,
-                when: float) -> list[tuple[Family, str, float]]:
+def exit_series(kind: str, signal: str | None, confidence: str, when: float) -> Series:
     """A dead host's series: its verdict as labels of HOST_EXIT, and the time."""
-    labels = (f'kind="{escape_label(kind)}",signal="{escape_label(signal or "")}",'
-              f'confidence="{escape_label(confidence)}"')
-    return [(HOST_EXIT, labels, 1), (HOST_EXIT_TIME, "", when)]
+    verdict = (("kind", kind), ("signal", signal or ""), ("confidence", confidence))
+    return [(HOST_EXIT, verdict, 1), (HOST_EXIT_TIME, (), when)]
 
 
-def session_labels(session: str, program: str, limit_source: str | None = None) -> str:
-    labels = f'session="{escape_label(session)}",program="{escape_label(program)}"'
+def session_labels(session: str, program: str, limit_source: str | None = None) -> Labels:
+    labels: Labels = (("session", session), ("program", program))
     if limit_source is not None:
-        labels += f',limit_source="{escape_label(limit_source)}"'
+        labels += (("limit_source", limit_source),)
     return labels
 
 
-def render(families: tuple[Family, ...],
-           sessions: list[tuple[str, list[tuple[Family, str, float]]]],
+def render(families: tuple[Family, ...], sessions: list[tuple[Labels, Series]],
            openmetrics: bool = False) -> str:
     """The text of ``sessions`` (each its labels and series): every family of
     ``families`` with its HELP and TYPE (and UNIT in OpenMetrics), even with no series,
@@ -114,10 +114,11 @@ def render(families: tuple[Family, ...],
         if openmetrics and family.unit:
             lines.append(f"# UNIT {name} {family.unit}")
         for labels, series in sessions:
-            for of, extra, value in series:
+            for of, own, value in series:
                 if of is family:
-                    both = f"{labels},{extra}" if extra else labels
-                    lines.append(f"{family.name}{{{both}}} {format_value(value)}")
+                    pairs = ",".join(f'{name}="{escape_label(label)}"'
+                                     for name, label in labels + own)
+                    lines.append(f"{family.name}{{{pairs}}} {format_value(value)}")
     if openmetrics:
         lines.append("# EOF")
     return "\n".join(lines) + "\n"

@@ -67,14 +67,14 @@ class Sessions:
         self._at = -math.inf
         self._samples: list[Sample] = []
 
-    def series(self) -> list[tuple[dict[str, str], list[tuple[_metrics.Family, str, float]]]]:
+    def series(self) -> list[tuple[_metrics.Labels, _metrics.Series]]:
         with self._lock:
             if time.monotonic() - self._at > _FRESH:
                 self._samples = self._read()
                 self._at = time.monotonic()
             samples = self._samples
-        return [({"session": s.session, "program": s.program,
-                  "limit_source": s.limit_source}, s.series()) for s in samples]
+        return [(_metrics.session_labels(s.session, s.program, s.limit_source), s.series())
+                for s in samples]
 
 
 def meter_provider(readers: list[MetricReader],
@@ -105,13 +105,9 @@ def _observer(sessions: Sessions, family: _metrics.Family
               ) -> Callable[[CallbackOptions], Iterable[Observation]]:
     def observe(options: CallbackOptions) -> Iterable[Observation]:
         for labels, series in sessions.series():
-            for of, extra, value in series:
+            for of, own, value in series:
                 if of is family:
-                    attributes = dict(labels)
-                    if extra:  # 'trigger="hard"': the one extra label there is
-                        key, _, quoted = extra.partition("=")
-                        attributes[key] = quoted.strip('"')
-                    yield Observation(value, attributes)
+                    yield Observation(value, dict(labels + own))
     return observe
 
 

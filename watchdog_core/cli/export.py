@@ -56,7 +56,7 @@ class Sample(NamedTuple):
     dumps: dict[str, int]  # by trigger
     sampled_age: float  # seconds since the watchdog's last sample (wall clock)
 
-    def series(self) -> list[tuple[_metrics.Family, str, float]]:
+    def series(self) -> _metrics.Series:
         return _metrics.live_series(self.status, self.dumps, self.sampled_age)
 
 
